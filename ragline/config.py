@@ -1,0 +1,47 @@
+"""Settings, validated at load; environment variables (RAGLINE_*) override defaults.
+
+Secrets (the Qdrant API key) are held as SecretStr so they never print.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_CHUNK_TOKENS = 250
+DEFAULT_OVERLAP_TOKENS = 38  # ~15% of the chunk
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAGLINE_", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".ragline"), description="where the embedded store and ledger live")
+    qdrant_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("QDRANT_URL", "RAGLINE_QDRANT_URL")
+    )
+    qdrant_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("QDRANT_API_KEY", "RAGLINE_QDRANT_API_KEY")
+    )
+    ledger_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in data_dir")
+    collection: str = "ragline"
+
+    model_path: Path | None = Field(default=None, description="sentence-transformers model dir; default bundled MiniLM")
+    model_window: int = Field(default=256, ge=16, description="model input window in tokens, special tokens included")
+    embed_batch_size: int = Field(default=32, ge=1)
+
+    chunk_tokens: int = Field(default=DEFAULT_CHUNK_TOKENS, ge=16)
+    overlap_tokens: int = Field(default=DEFAULT_OVERLAP_TOKENS, ge=0)  # bounds checked by the chunker
+
+    flush_chunks: int = Field(default=256, ge=1, description="chunks embedded and upserted per batch")
+    max_delete_share: float = Field(default=0.5, gt=0, le=1)
+    max_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+
+    @property
+    def resolved_ledger_url(self) -> str:
+        return self.ledger_url or f"sqlite:///{(self.data_dir / 'ledger.db').resolve()}"
+
+    @property
+    def qdrant_path(self) -> Path:
+        return self.data_dir / "qdrant"

@@ -1,0 +1,46 @@
+"""ragline's errors.
+
+    RaglineError
+    ├── ConfigError            bad settings or arguments; nothing was done
+    ├── DocumentError          one document cannot be indexed; it is quarantined, the run goes on
+    │   ├── FetchError         the bytes could not be read
+    │   └── ParseError         the bytes are not a readable document of their format
+    ├── IndexMismatchError     the collection was built by another model or chunking
+    └── MassDeleteRefused      a run would delete more than the allowed share of a source
+
+Store and ledger failures are not caught here: they abort the run, since a run that
+cannot write must not pretend it did.
+"""
+
+
+class RaglineError(Exception):
+    """Base of every error ragline raises on purpose."""
+
+
+class ConfigError(RaglineError):
+    pass
+
+
+class DocumentError(RaglineError):
+    """One document failed; `reason` is written for the person who will fix the file."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+class FetchError(DocumentError):
+    pass
+
+
+class ParseError(DocumentError):
+    pass
+
+
+class IndexMismatchError(RaglineError):
+    pass
+
+
+class MassDeleteRefused(RaglineError):
+    pass
