@@ -1,0 +1,471 @@
+"""The sync ledger: what each source holds in the index, and what each run did.
+
+SQLAlchemy Core over SQLite (default, a file in the data dir) or PostgreSQL (by URL).
+
+The plan of a run (new / changed / unchanged / gone) is computed in the database:
+the listing is bulk-loaded into `listing` and joined with `documents`, so memory stays
+flat in corpus size and no query is issued per document.
+
+A document's row is written last, after its chunks are in the store and its older
+chunks are gone, so the ledger never claims more than the store holds. A document
+seen for the first time gets a `pending` row *before* its chunks are written, so that
+if the run dies and the file is deleted before the next run, the next run still knows
+the chunks exist and removes them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ragline.errors import ConfigError
+from ragline.types import DocRef
+
+BATCH_ROWS = 1000
+
+STATUS_PENDING = "pending"  # chunks may be in the store, the document is not finished
+STATUS_INDEXED = "indexed"
+STATUS_FAILED = "failed"
+
+metadata = MetaData()
+
+sources_table = Table(
+    "sources",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("kind", String(40), nullable=False),
+    Column("location", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+documents_table = Table(
+    "documents",
+    metadata,
+    Column("source", String(200), primary_key=True),
+    Column("doc_id", String(1024), primary_key=True),
+    Column("uri", Text, nullable=False),
+    Column("fingerprint", String(200), nullable=False),
+    Column("version", String(80), nullable=True),  # sha256 of the bytes that were indexed
+    Column("title", Text, nullable=True),
+    Column("chunk_count", Integer, nullable=False, default=0),
+    Column("status", String(16), nullable=False),
+    Column("error", Text, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("run_id", Integer, nullable=True),
+)
+
+runs_table = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(200), nullable=False, index=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("status", String(16), nullable=False),  # running | ok | failed | refused | dry-run
+    Column("dry_run", Integer, nullable=False, default=0),
+    Column("added", Integer, nullable=False, default=0),
+    Column("updated", Integer, nullable=False, default=0),
+    Column("unchanged", Integer, nullable=False, default=0),
+    Column("deleted", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("chunks", Integer, nullable=False, default=0),
+    Column("seconds", Float, nullable=True),
+    Column("report", JSON, nullable=True),
+)
+
+listing_table = Table(
+    "listing",
+    metadata,
+    Column("run_id", Integer, primary_key=True),
+    Column("doc_id", String(1024), primary_key=True),
+    Column("fingerprint", String(200), nullable=False),
+    Column("uri", Text, nullable=False),
+    Column("size", Integer, nullable=True),
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class PlanCounts:
+    new: int
+    changed: int
+    unchanged: int
+    gone: int
+    known: int  # documents of the source in the ledger before this run
+    still_failing: int  # unchanged documents that failed in an earlier run (not retried)
+
+
+@dataclass(frozen=True)
+class PendingDoc:
+    """A listed document that must be fetched: new, changed, or left unfinished by a crash."""
+
+    ref: DocRef
+    known_version: str | None  # None for a document the ledger has never indexed
+    is_new: bool
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    source: str
+    doc_id: str
+    uri: str
+    fingerprint: str
+    version: str | None
+    title: str | None
+    chunk_count: int
+    status: str
+    error: str | None
+    updated_at: datetime
+
+
+class Ledger:
+    def __init__(self, url: str):
+        self.url = url
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- sources -------------------------------------------------------------------------------
+
+    def register_source(self, name: str, kind: str, location: str) -> None:
+        """Bind a source name to its location once; reusing the name elsewhere is refused."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(sources_table).where(sources_table.c.name == name)).first()
+            if row is None:
+                conn.execute(
+                    insert(sources_table).values(name=name, kind=kind, location=location, created_at=_now())
+                )
+            elif (row.kind, row.location) != (kind, location):
+                raise ConfigError(
+                    f"source {name!r} is already bound to {row.kind} {row.location}; "
+                    f"choose another source name for {location}"
+                )
+
+    def sources(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(sources_table).order_by(sources_table.c.name))]
+
+    def source(self, name: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(sources_table).where(sources_table.c.name == name)).first()
+            return dict(row._mapping) if row else None
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def begin_run(self, source: str, *, dry_run: bool) -> int:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                insert(runs_table).values(
+                    source=source, started_at=_now(), status="running", dry_run=int(dry_run)
+                )
+            )
+            return int(result.inserted_primary_key[0])
+
+    def finish_run(self, run_id: int, *, status: str, counts: dict[str, int], seconds: float, report: dict) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(runs_table)
+                .where(runs_table.c.id == run_id)
+                .values(finished_at=_now(), status=status, seconds=seconds, report=report, **counts)
+            )
+            conn.execute(delete(listing_table).where(listing_table.c.run_id == run_id))
+
+    def last_run(self, source: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(runs_table)
+                .where(runs_table.c.source == source)
+                .order_by(runs_table.c.id.desc())
+                .limit(1)
+            ).first()
+            return dict(row._mapping) if row else None
+
+    # -- planning ------------------------------------------------------------------------------
+
+    def load_listing(self, run_id: int, refs: Iterable[DocRef]) -> int:
+        """Bulk-load a source's listing for this run; returns how many refs it held."""
+        total = 0
+        batch: list[dict[str, Any]] = []
+        with self.engine.begin() as conn:
+            for ref in refs:
+                batch.append(
+                    {"run_id": run_id, "doc_id": ref.doc_id, "fingerprint": ref.fingerprint, "uri": ref.uri, "size": ref.size}
+                )
+                if len(batch) >= BATCH_ROWS:
+                    conn.execute(insert(listing_table), batch)
+                    total += len(batch)
+                    batch.clear()
+            if batch:
+                conn.execute(insert(listing_table), batch)
+                total += len(batch)
+        return total
+
+    def _join(self, source: str, run_id: int):
+        d, l = documents_table, listing_table
+        return l.outerjoin(d, and_(d.c.source == source, d.c.doc_id == l.c.doc_id)), d, l
+
+    def _needs_work(self, d, l, retry_failed: bool):
+        changed = or_(d.c.fingerprint != l.c.fingerprint, d.c.status == STATUS_PENDING)
+        if retry_failed:
+            changed = or_(changed, d.c.status == STATUS_FAILED)
+        return changed
+
+    def plan_counts(self, source: str, run_id: int, *, retry_failed: bool = False) -> PlanCounts:
+        joined, d, l = self._join(source, run_id)
+        listed = l.c.run_id == run_id
+        needs_work = self._needs_work(d, l, retry_failed)
+        with self.engine.connect() as conn:
+            new = conn.execute(select(func.count()).select_from(joined).where(listed, d.c.doc_id.is_(None))).scalar_one()
+            changed = conn.execute(
+                select(func.count()).select_from(joined).where(listed, d.c.doc_id.is_not(None), needs_work)
+            ).scalar_one()
+            unchanged = conn.execute(
+                select(func.count()).select_from(joined).where(listed, d.c.doc_id.is_not(None), ~needs_work)
+            ).scalar_one()
+            known = conn.execute(
+                select(func.count()).select_from(d).where(d.c.source == source)
+            ).scalar_one()
+            still_failing = conn.execute(
+                select(func.count())
+                .select_from(joined)
+                .where(listed, d.c.doc_id.is_not(None), ~needs_work, d.c.status == STATUS_FAILED)
+            ).scalar_one()
+        # Every known document is either listed (changed or unchanged) or gone.
+        return PlanCounts(new=new, changed=changed, unchanged=unchanged, gone=known - changed - unchanged, known=known,
+                          still_failing=still_failing)
+
+    def iter_pending(
+        self, source: str, run_id: int, *, retry_failed: bool = False, page_size: int = 500
+    ) -> Iterator[PendingDoc]:
+        """New and changed documents in doc_id order, one page per query (keyset pagination),
+        so rows this run updates meanwhile cannot shift the pages."""
+        joined, d, l = self._join(source, run_id)
+        condition = and_(l.c.run_id == run_id, or_(d.c.doc_id.is_(None), self._needs_work(d, l, retry_failed)))
+        after = ""
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(l.c.doc_id, l.c.fingerprint, l.c.uri, l.c.size, d.c.version, d.c.doc_id.label("known"))
+                    .select_from(joined)
+                    .where(condition, l.c.doc_id > after)
+                    .order_by(l.c.doc_id)
+                    .limit(page_size)
+                ).all()
+            if not rows:
+                return
+            for row in rows:
+                ref = DocRef(source=source, doc_id=row.doc_id, fingerprint=row.fingerprint, uri=row.uri, size=row.size)
+                yield PendingDoc(ref=ref, known_version=row.version, is_new=row.known is None)
+            after = rows[-1].doc_id
+
+    def iter_gone(self, source: str, run_id: int, *, page_size: int = 1000) -> Iterator[list[str]]:
+        """Pages of doc ids the ledger holds for `source` that this run's listing lacks."""
+        d, l = documents_table, listing_table
+        missing = ~exists().where(l.c.run_id == run_id, l.c.doc_id == d.c.doc_id)
+        after = ""
+        while True:
+            with self.engine.connect() as conn:
+                ids = list(
+                    conn.execute(
+                        select(d.c.doc_id)
+                        .where(d.c.source == source, missing, d.c.doc_id > after)
+                        .order_by(d.c.doc_id)
+                        .limit(page_size)
+                    ).scalars()
+                )
+            if not ids:
+                return
+            yield ids
+            after = ids[-1]
+
+    def sample_plan(self, source: str, run_id: int, *, retry_failed: bool = False, limit: int = 50) -> dict[str, list[str]]:
+        """Up to `limit` doc ids per action, for a dry run's printout."""
+        sample: dict[str, list[str]] = {"add": [], "update": []}
+        for pending in self.iter_pending(source, run_id, retry_failed=retry_failed):
+            bucket = sample["add" if pending.is_new else "update"]
+            if len(bucket) < limit:
+                bucket.append(pending.ref.doc_id)
+            if all(len(v) >= limit for v in sample.values()):
+                break
+        gone: list[str] = []
+        for page in self.iter_gone(source, run_id):
+            gone.extend(page[: limit - len(gone)])
+            if len(gone) >= limit:
+                break
+        sample["delete"] = gone
+        return sample
+
+    # -- document rows -------------------------------------------------------------------------
+
+    def mark_pending(self, source: str, refs: Sequence[DocRef], run_id: int) -> None:
+        """Record new documents before their chunks are written (see module docstring)."""
+        if not refs:
+            return
+        rows = [
+            {
+                "source": source,
+                "doc_id": r.doc_id,
+                "uri": r.uri,
+                "fingerprint": r.fingerprint,
+                "version": None,
+                "title": None,
+                "chunk_count": 0,
+                "status": STATUS_PENDING,
+                "error": None,
+                "updated_at": _now(),
+                "run_id": run_id,
+            }
+            for r in refs
+        ]
+        self._upsert_documents(rows, only_if_absent=True)
+
+    def record_documents(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Write final document rows (indexed or failed) in one transaction."""
+        if rows:
+            self._upsert_documents([{**r, "updated_at": _now()} for r in rows], only_if_absent=False)
+
+    def _upsert_documents(self, rows: list[dict[str, Any]], *, only_if_absent: bool) -> None:
+        dialect = self.engine.dialect.name
+        table = documents_table
+        if dialect == "postgresql":
+            stmt = postgresql.insert(table)
+        elif dialect == "sqlite":
+            stmt = sqlite.insert(table)
+        else:  # pragma: no cover - only SQLite and PostgreSQL are supported ledgers
+            raise ConfigError(f"unsupported ledger database: {dialect}")
+        keys = [table.c.source, table.c.doc_id]
+        if only_if_absent:
+            stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+        else:
+            stmt = stmt.on_conflict_do_update(
+                index_elements=keys,
+                set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in ("source", "doc_id")},
+            )
+        with self.engine.begin() as conn:
+            for start in range(0, len(rows), BATCH_ROWS):
+                conn.execute(stmt, rows[start : start + BATCH_ROWS])
+
+    def update_fingerprints(self, source: str, rows: Sequence[dict[str, str]]) -> None:
+        """New fingerprints for documents whose bytes did not change (a touched file)."""
+        if not rows:
+            return
+        d = documents_table
+        stmt = (
+            update(d)
+            .where(d.c.source == source, d.c.doc_id == bindparam("b_doc_id"))
+            .values(fingerprint=bindparam("b_fingerprint"), updated_at=_now())
+        )
+        with self.engine.begin() as conn:
+            for start in range(0, len(rows), BATCH_ROWS):
+                conn.execute(
+                    stmt,
+                    [{"b_doc_id": r["doc_id"], "b_fingerprint": r["fingerprint"]} for r in rows[start : start + BATCH_ROWS]],
+                )
+
+    def delete_documents(self, source: str, doc_ids: Sequence[str]) -> None:
+        if not doc_ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(documents_table).where(
+                    documents_table.c.source == source, documents_table.c.doc_id.in_(list(doc_ids))
+                )
+            )
+
+    def document(self, source: str, doc_id: str) -> DocumentRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(documents_table).where(
+                    documents_table.c.source == source, documents_table.c.doc_id == doc_id
+                )
+            ).first()
+        if row is None:
+            return None
+        return DocumentRecord(**{k: v for k, v in row._mapping.items() if k != "run_id"})
+
+    def documents(self, source: str) -> list[DocumentRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(documents_table).where(documents_table.c.source == source).order_by(documents_table.c.doc_id)
+            ).all()
+        return [DocumentRecord(**{k: v for k, v in r._mapping.items() if k != "run_id"}) for r in rows]
+
+    def source_summary(self, source: str, *, failure_limit: int = 20) -> dict[str, Any]:
+        d = documents_table
+        with self.engine.connect() as conn:
+            by_status = dict(
+                conn.execute(
+                    select(d.c.status, func.count()).where(d.c.source == source).group_by(d.c.status)
+                ).all()
+            )
+            # Chunks in the store: a failed document keeps the chunks of its last good version.
+            chunks = conn.execute(
+                select(func.coalesce(func.sum(d.c.chunk_count), 0)).where(d.c.source == source)
+            ).scalar_one()
+            failures = [
+                {"doc_id": r.doc_id, "uri": r.uri, "error": r.error}
+                for r in conn.execute(
+                    select(d.c.doc_id, d.c.uri, d.c.error)
+                    .where(d.c.source == source, d.c.status == STATUS_FAILED)
+                    .order_by(d.c.doc_id)
+                    .limit(failure_limit)
+                )
+            ]
+        return {
+            "documents": by_status.get(STATUS_INDEXED, 0),
+            "pending": by_status.get(STATUS_PENDING, 0),
+            "failed": by_status.get(STATUS_FAILED, 0),
+            "chunks": int(chunks),
+            "failures": failures,
+        }
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def report_json(report: dict) -> dict:
+    """Round-trip through JSON so the stored report holds only plain values."""
+    return json.loads(json.dumps(report, default=str))

@@ -1,0 +1,379 @@
+"""One sync of one source: list, plan against the ledger, index what changed, delete what is gone.
+
+Plain functions; the CLI calls them directly and `flows/` wraps them in Prefect tasks.
+
+Order of writes for every changed document, so that a crash anywhere leaves a state
+the next run repairs:
+  1. (new documents) a `pending` ledger row,
+  2. the new chunks upserted (deterministic ids: a rerun overwrites),
+  3. chunks of older versions deleted,
+  4. the ledger row written with the new fingerprint and version.
+Until step 4 the ledger still holds the old fingerprint, so the next run redoes the document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from chunkers.token_chunker import TokenChunker
+from ragline import parsers
+from ragline.clean import strip_headers_footers
+from ragline.errors import DocumentError, MassDeleteRefused, ParseError
+from ragline.ledger import STATUS_FAILED, STATUS_INDEXED, Ledger, PendingDoc, report_json
+from ragline.types import Chunk, Connector, DocRef, Embedder, RawDocument
+from stores.qdrant import IndexSpec, Point, QdrantStore, point_id
+
+log = logging.getLogger(__name__)
+
+ACTIONS = ("added", "updated", "unchanged", "deleted", "failed")
+
+
+class Progress(Protocol):
+    def planned(self, source: str, total: int) -> None: ...
+
+    def advance(self, doc_id: str, action: str) -> None: ...
+
+
+class NoProgress:
+    def planned(self, source: str, total: int) -> None:
+        pass
+
+    def advance(self, doc_id: str, action: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    dry_run: bool = False
+    allow_mass_delete: bool = False
+    max_delete_share: float = 0.5
+    retry_failed: bool = False
+    flush_chunks: int = 256
+
+
+@dataclass(frozen=True)
+class Failure:
+    doc_id: str
+    uri: str
+    reason: str
+
+
+@dataclass
+class RunReport:
+    source: str
+    run_id: int
+    dry_run: bool
+    status: str = "running"  # ok | failed (documents failed) | refused | dry-run | error
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    chunks_embedded: int = 0
+    headers_removed: int = 0
+    still_failing: int = 0  # unchanged documents that failed in an earlier run
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    plan: dict[str, Any] | None = None
+    message: str | None = None
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    def counts(self) -> dict[str, int]:
+        return {a: getattr(self, a) for a in ACTIONS} | {"chunks": self.chunks_embedded}
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["failed"] = self.failed
+        data["chunks_per_second"] = round(self.chunks_embedded / self.seconds, 2) if self.seconds else 0.0
+        return report_json(data)
+
+
+class StageTimer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+
+
+@dataclass
+class PreparedDocument:
+    ref: DocRef
+    version: str
+    title: str
+    chunks: list[Chunk]
+    headers_removed: int
+    is_new: bool
+
+
+def index_spec(embedder: Embedder, chunker: TokenChunker) -> IndexSpec:
+    return IndexSpec(
+        model=embedder.model_name,
+        dim=embedder.dim,
+        window=embedder.max_tokens,
+        chunk_tokens=chunker.chunk_tokens,
+        overlap_tokens=chunker.overlap_tokens,
+    )
+
+
+def prepare_document(raw: RawDocument, chunker: TokenChunker, *, is_new: bool, timer: StageTimer) -> PreparedDocument:
+    """Parse, strip repeated headers/footers and chunk one document. Raises DocumentError."""
+    with timer.stage("parse"):
+        parsed = parsers.parse(raw.filename, raw.data)
+    with timer.stage("clean"):
+        cleaned = strip_headers_footers(parsed)
+    with timer.stage("chunk"):
+        chunks = chunker.chunk(cleaned.document)
+    if not chunks:
+        raise ParseError(raw.ref.doc_id, "no text left to index after removing page headers and footers")
+    return PreparedDocument(
+        ref=raw.ref,
+        version=raw.content_hash,
+        title=cleaned.document.title,
+        chunks=chunks,
+        headers_removed=cleaned.removed_lines,
+        is_new=is_new,
+    )
+
+
+def chunk_payload(doc: PreparedDocument, chunk: Chunk, ingested_at: str) -> dict[str, Any]:
+    return {
+        "text": chunk.text,
+        "source": doc.ref.source,
+        "doc_id": doc.ref.doc_id,
+        "uri": doc.ref.uri,
+        "title": doc.title,
+        "section": chunk.section,
+        "page_start": chunk.page_start,
+        "page_end": chunk.page_end,
+        "chunk_index": chunk.index,
+        "chunk_count": len(doc.chunks),
+        "token_count": chunk.token_count,
+        "doc_version": doc.version,
+        "content_hash": hashlib.sha256(chunk.text.encode("utf-8")).hexdigest(),
+        "ingested_at": ingested_at,
+    }
+
+
+class _Indexer:
+    """Accumulates prepared documents and writes them in batches across documents."""
+
+    def __init__(self, *, store: QdrantStore, ledger: Ledger, embedder: Embedder, report: RunReport,
+                 timer: StageTimer, progress: Progress, flush_chunks: int):
+        self.store, self.ledger, self.embedder = store, ledger, embedder
+        self.report, self.timer, self.progress = report, timer, progress
+        self.flush_chunks = flush_chunks
+        self.docs: list[PreparedDocument] = []
+        self.pending_chunks = 0
+
+    def add(self, doc: PreparedDocument) -> None:
+        self.docs.append(doc)
+        self.pending_chunks += len(doc.chunks)
+        if self.pending_chunks >= self.flush_chunks:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.docs:
+            return
+        docs, self.docs, self.pending_chunks = self.docs, [], 0
+        source = self.report.source
+        with self.timer.stage("ledger"):
+            self.ledger.mark_pending(source, [d.ref for d in docs if d.is_new], self.report.run_id)
+        texts = [c.text for d in docs for c in d.chunks]
+        with self.timer.stage("embed"):
+            vectors = self.embedder.embed(texts)
+        ingested_at = datetime.now(UTC).isoformat()
+        points: list[Point] = []
+        row = 0
+        for doc in docs:
+            for chunk in doc.chunks:
+                points.append(
+                    Point(
+                        id=point_id(source, doc.ref.doc_id, chunk.index),
+                        vector=vectors[row],
+                        payload=chunk_payload(doc, chunk, ingested_at),
+                    )
+                )
+                row += 1
+        with self.timer.stage("upsert"):
+            self.store.upsert(points)
+        with self.timer.stage("delete"):
+            for doc in docs:
+                if not doc.is_new:
+                    self.store.delete_other_versions(source, doc.ref.doc_id, doc.version)
+        with self.timer.stage("ledger"):
+            self.ledger.record_documents(
+                [
+                    {
+                        "source": source,
+                        "doc_id": d.ref.doc_id,
+                        "uri": d.ref.uri,
+                        "fingerprint": d.ref.fingerprint,
+                        "version": d.version,
+                        "title": d.title,
+                        "chunk_count": len(d.chunks),
+                        "status": STATUS_INDEXED,
+                        "error": None,
+                        "run_id": self.report.run_id,
+                    }
+                    for d in docs
+                ]
+            )
+        for doc in docs:
+            action = "added" if doc.is_new else "updated"
+            setattr(self.report, action, getattr(self.report, action) + 1)
+            self.report.chunks_embedded += len(doc.chunks)
+            self.report.headers_removed += doc.headers_removed
+            self.progress.advance(doc.ref.doc_id, action)
+
+
+def _record_failure(ledger: Ledger, report: RunReport, pending: PendingDoc, error: DocumentError) -> None:
+    """Quarantine one document. A previously indexed version keeps its chunks (stale beats missing);
+    the new fingerprint is stored so the same broken bytes are not retried every run."""
+    ref = pending.ref
+    known = None if pending.is_new else ledger.document(ref.source, ref.doc_id)
+    ledger.record_documents(
+        [
+            {
+                "source": ref.source,
+                "doc_id": ref.doc_id,
+                "uri": ref.uri,
+                "fingerprint": ref.fingerprint,
+                "version": known.version if known else None,
+                "title": known.title if known else None,
+                "chunk_count": known.chunk_count if known else 0,
+                "status": STATUS_FAILED,
+                "error": error.reason,
+                "run_id": report.run_id,
+            }
+        ]
+    )
+    report.failures.append(Failure(doc_id=ref.doc_id, uri=ref.uri, reason=error.reason))
+    log.warning("failed %s: %s", ref.doc_id, error.reason)
+
+
+def sync_source(
+    connector: Connector,
+    *,
+    store: QdrantStore,
+    ledger: Ledger,
+    embedder: Embedder,
+    chunker: TokenChunker,
+    options: SyncOptions = SyncOptions(),
+    progress: Progress | None = None,
+) -> RunReport:
+    """Bring the index in line with the source's complete listing; returns the run report.
+
+    Raises MassDeleteRefused (after recording the refused run) when the listing would delete
+    more than `options.max_delete_share` of the source's documents.
+    """
+    progress = progress or NoProgress()
+    started = time.perf_counter()
+    timer = StageTimer()
+    source = connector.name
+    ledger.register_source(source, getattr(connector, "kind", type(connector).__name__), getattr(connector, "location", ""))
+    spec = index_spec(embedder, chunker)
+    if options.dry_run:
+        if store.exists():
+            store.ensure_collection(spec)  # only checks: an existing collection is never changed
+    else:
+        store.ensure_collection(spec)
+
+    report = RunReport(source=source, run_id=ledger.begin_run(source, dry_run=options.dry_run), dry_run=options.dry_run)
+    try:
+        with timer.stage("list"):
+            ledger.load_listing(report.run_id, connector.list())
+        report.skipped = [{"doc_id": p, "reason": r} for p, r in getattr(connector, "skipped", [])]
+        counts = ledger.plan_counts(source, report.run_id, retry_failed=options.retry_failed)
+        report.unchanged = counts.unchanged
+        report.still_failing = counts.still_failing
+
+        if counts.known and counts.gone > options.max_delete_share * counts.known and not options.allow_mass_delete:
+            report.status = "refused"
+            report.message = (
+                f"source {source!r}: this listing would delete {counts.gone} of its {counts.known} indexed documents "
+                f"(more than {options.max_delete_share:.0%}); nothing was changed. If the documents really are gone, "
+                "rerun with --allow-mass-delete."
+            )
+            raise MassDeleteRefused(report.message)
+
+        if options.dry_run:
+            report.plan = {
+                "add": counts.new,
+                "update": counts.changed,
+                "unchanged": counts.unchanged,
+                "delete": counts.gone,
+                "sample": ledger.sample_plan(source, report.run_id, retry_failed=options.retry_failed),
+            }
+            report.status = "dry-run"
+            return report
+
+        progress.planned(source, counts.new + counts.changed + counts.gone)
+        indexer = _Indexer(store=store, ledger=ledger, embedder=embedder, report=report, timer=timer,
+                           progress=progress, flush_chunks=options.flush_chunks)
+        touched: list[dict[str, Any]] = []
+        for pending in ledger.iter_pending(source, report.run_id, retry_failed=options.retry_failed):
+            try:
+                with timer.stage("fetch"):
+                    raw = connector.fetch(pending.ref)
+                if raw.content_hash == pending.known_version:
+                    # Same bytes, new mtime: remember the fingerprint, skip the work.
+                    touched.append({"doc_id": pending.ref.doc_id, "fingerprint": pending.ref.fingerprint})
+                    report.unchanged += 1
+                    progress.advance(pending.ref.doc_id, "unchanged")
+                    continue
+                indexer.add(prepare_document(raw, chunker, is_new=pending.is_new, timer=timer))
+            except DocumentError as error:
+                with timer.stage("ledger"):
+                    _record_failure(ledger, report, pending, error)
+                progress.advance(pending.ref.doc_id, "failed")
+        indexer.flush()
+        with timer.stage("ledger"):
+            ledger.update_fingerprints(source, touched)
+
+        for doc_ids in ledger.iter_gone(source, report.run_id):
+            with timer.stage("delete"):
+                store.delete_documents(source, doc_ids)
+            with timer.stage("ledger"):
+                ledger.delete_documents(source, doc_ids)
+            report.deleted += len(doc_ids)
+            for doc_id in doc_ids:
+                progress.advance(doc_id, "deleted")
+        report.status = "failed" if report.failures else "ok"
+        return report
+    except MassDeleteRefused:
+        raise
+    except Exception as exc:
+        report.status = "error"
+        report.message = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        report.seconds = round(time.perf_counter() - started, 3)
+        report.timings = {k: round(v, 3) for k, v in timer.seconds.items()}
+        try:
+            ledger.finish_run(
+                report.run_id,
+                status=report.status,
+                counts=report.counts(),
+                seconds=report.seconds,
+                report=report.to_dict(),
+            )
+        except Exception:  # the ledger itself may be what failed; the original error matters more
+            log.exception("could not record the end of run %s", report.run_id)
