@@ -1,0 +1,277 @@
+"""The `ragline` command line: ingest, search, status.
+
+Human output goes to the terminal (progress on stderr); `--json` prints exactly one JSON
+object on stdout instead. Exit codes: 0 done, 1 some documents failed, 2 nothing done
+(bad arguments, refused run, unusable store).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ragline.offline import enforce_offline
+
+enforce_offline()
+
+from connectors.local import LocalFolderConnector  # noqa: E402
+from query.search import parse_filters, search  # noqa: E402
+from ragline.components import Components, local_connector, open_components  # noqa: E402
+from ragline.config import Settings  # noqa: E402
+from ragline.errors import MassDeleteRefused, RaglineError  # noqa: E402
+from ragline.pipeline import RunReport, SyncOptions, sync_source  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Incremental document ingestion into Qdrant.")
+out = Console()
+err = Console(stderr=True)
+
+EXIT_FAILED_DOCUMENTS = 1
+EXIT_NOTHING_DONE = 2
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", envvar="RAGLINE_DATA_DIR", help="Where the embedded store and ledger live [default: ./.ragline]"),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON object.")]
+Collection = Annotated[str | None, typer.Option("--collection", help="Qdrant collection [default: ragline]")]
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise RaglineError(f"invalid settings: {problems}") from None
+
+
+def _fail(message: str, as_json: bool, code: int = EXIT_NOTHING_DONE) -> typer.Exit:
+    if as_json:
+        print(json.dumps({"error": message}))
+    else:
+        err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+class _RichProgress:
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.task = None
+
+    def planned(self, source: str, total: int) -> None:
+        self.task = self.progress.add_task(f"{source}", total=total)
+
+    def advance(self, doc_id: str, action: str) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, advance=1, description=f"{action}: {doc_id[-40:]}")
+
+
+def _connectors_to_sync(components: Components, folder: Path | None, source: str | None,
+                        include: list[str], exclude: list[str]) -> list[LocalFolderConnector]:
+    settings = components.settings
+    if folder is not None:
+        return [local_connector(settings, folder, name=source, include=include, exclude=exclude)]
+    known = [s for s in components.ledger.sources() if s["kind"] == "local"]
+    if source is not None:
+        known = [s for s in known if s["name"] == source]
+        if not known:
+            raise RaglineError(f"no source named {source!r} in {settings.data_dir}; give its folder: ragline ingest FOLDER")
+    if not known:
+        raise RaglineError("nothing to ingest: give a folder (ragline ingest FOLDER)")
+    return [local_connector(settings, s["location"], name=s["name"], include=include, exclude=exclude) for s in known]
+
+
+def _print_report(report: RunReport) -> None:
+    if report.dry_run and report.plan is not None:
+        plan = report.plan
+        out.print(
+            f"[bold]{report.source}[/] dry run, nothing written: "
+            f"would add {plan['add']}, update {plan['update']}, delete {plan['delete']}, "
+            f"leave {plan['unchanged']} unchanged"
+        )
+        for action, doc_ids in plan["sample"].items():
+            for doc_id in doc_ids:
+                out.print(f"  {action:<6} {doc_id}", highlight=False)
+        return
+    table = Table(title=f"{report.source}: run {report.run_id} ({report.seconds:.1f} s)", title_justify="left")
+    for column in ("added", "updated", "unchanged", "deleted", "failed", "chunks embedded", "headers removed"):
+        table.add_column(column, justify="right")
+    table.add_row(*map(str, (report.added, report.updated, report.unchanged, report.deleted, report.failed,
+                             report.chunks_embedded, report.headers_removed)))
+    out.print(table)
+    if report.added + report.updated + report.deleted + report.failed == 0:
+        out.print("Nothing changed: nothing was parsed or embedded.")
+    for failure in report.failures:
+        out.print(f"[red]failed[/] {failure.doc_id}: {failure.reason}", highlight=False)
+    if report.still_failing:
+        out.print(f"{report.still_failing} unchanged document(s) still failing from earlier runs (see `ragline status`).")
+    for skipped in report.skipped:
+        out.print(f"[yellow]skipped[/] {skipped['doc_id']}: {skipped['reason']}", highlight=False)
+
+
+@app.command()
+def ingest(
+    folder: Annotated[Path | None, typer.Argument(help="Folder to index; omit to re-sync every known source.")] = None,
+    source: Annotated[str | None, typer.Option("--source", help="Source name [default: the folder's name].")] = None,
+    include: Annotated[list[str], typer.Option("--include", help="Glob of files to take, repeatable.")] = [],
+    exclude: Annotated[list[str], typer.Option("--exclude", help="Glob of files to leave out, repeatable.")] = [],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
+    allow_mass_delete: Annotated[bool, typer.Option("--allow-mass-delete", help="Allow deleting more than the max share of a source.")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Retry documents that failed before even if unchanged.")] = False,
+    chunk_tokens: Annotated[int | None, typer.Option("--chunk-tokens", help="Chunk size in model tokens.")] = None,
+    overlap_tokens: Annotated[int | None, typer.Option("--overlap-tokens", help="Overlap between chunks in tokens.")] = None,
+    collection: Collection = None,
+    data_dir: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Index every supported file under FOLDER; only what changed since the last run is processed."""
+    try:
+        settings = _settings(data_dir=data_dir, collection=collection, chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens)
+        options = SyncOptions(dry_run=dry_run, allow_mass_delete=allow_mass_delete, retry_failed=retry_failed,
+                              max_delete_share=settings.max_delete_share, flush_chunks=settings.flush_chunks)
+        reports: list[RunReport] = []
+        refused: list[str] = []
+        with open_components(settings) as components:
+            for connector in _connectors_to_sync(components, folder, source, include, exclude):
+                with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                              console=err, disable=as_json or not err.is_terminal, transient=True) as bar:
+                    try:
+                        reports.append(sync_source(connector, store=components.store, ledger=components.ledger,
+                                                   embedder=components.embedder, chunker=components.chunker,
+                                                   options=options, progress=_RichProgress(bar)))
+                    except MassDeleteRefused as exc:
+                        refused.append(str(exc))
+    except RaglineError as exc:
+        raise _fail(str(exc), as_json) from None
+
+    failed = any(r.failures for r in reports)
+    if as_json:
+        print(json.dumps({"runs": [r.to_dict() for r in reports], "refused": refused, "ok": not failed and not refused}))
+    else:
+        for report in reports:
+            _print_report(report)
+        for message in refused:
+            err.print(f"[bold red]refused:[/] {message}", highlight=False)
+    if refused:
+        raise typer.Exit(EXIT_NOTHING_DONE)
+    if failed:
+        if not as_json:
+            err.print(f"[red]{sum(r.failed for r in reports)} document(s) failed; see above.[/]")
+        raise typer.Exit(EXIT_FAILED_DOCUMENTS)
+
+
+@app.command("search")
+def search_command(
+    question: Annotated[str, typer.Argument(help="What to look for.")],
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=100, help="How many chunks.")] = 5,
+    filters: Annotated[list[str], typer.Option("--filter", help="key=value on chunk metadata (source, doc_id, title...), repeatable.")] = [],
+    collection: Collection = None,
+    data_dir: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Print the chunks nearest to QUESTION, with source path, page and score."""
+    try:
+        settings = _settings(data_dir=data_dir, collection=collection)
+        conditions = parse_filters(filters)
+        with open_components(settings) as components:
+            hits = search(question, embedder=components.embedder, store=components.store, k=k, filters=conditions)
+    except RaglineError as exc:
+        raise _fail(str(exc), as_json) from None
+    rows = [
+        {
+            "id": h.id,
+            "score": round(h.score, 4),
+            "source": h.payload.get("source"),
+            "doc_id": h.payload.get("doc_id"),
+            "uri": h.payload.get("uri"),
+            "title": h.payload.get("title"),
+            "section": h.payload.get("section"),
+            "page_start": h.payload.get("page_start"),
+            "page_end": h.payload.get("page_end"),
+            "chunk_index": h.payload.get("chunk_index"),
+            "text": h.text,
+        }
+        for h in hits
+    ]
+    if as_json:
+        print(json.dumps({"question": question, "k": k, "filters": conditions, "hits": rows}))
+        return
+    if not rows:
+        out.print("No results (is anything ingested? try `ragline status`).")
+    for rank, row in enumerate(rows, 1):
+        pages = row["page_start"] if row["page_start"] == row["page_end"] else f"{row['page_start']}-{row['page_end']}"
+        out.print(f"[bold]{rank}. {row['source']}:{row['doc_id']}[/]  page {pages}  score {row['score']:.3f}", highlight=False)
+        if row["section"]:
+            out.print(f"   [dim]{row['section']}[/]", highlight=False)
+        snippet = " ".join(row["text"].split())
+        out.print(f"   {snippet[:400]}{'…' if len(snippet) > 400 else ''}", highlight=False)
+
+
+@app.command()
+def status(
+    collection: Collection = None,
+    data_dir: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Per source: documents, chunks, last run and failures."""
+    try:
+        settings = _settings(data_dir=data_dir, collection=collection)
+        with open_components(settings) as components:
+            ledger, store = components.ledger, components.store
+            spec = store.spec()
+            sources = []
+            for src in ledger.sources():
+                summary = ledger.source_summary(src["name"])
+                last = ledger.last_run(src["name"])
+                sources.append({
+                    "name": src["name"], "kind": src["kind"], "location": src["location"], **summary,
+                    "points": store.count({"source": src["name"]}),
+                    "last_run": None if last is None else {
+                        k: last[k] for k in ("id", "started_at", "finished_at", "status", "added", "updated",
+                                             "unchanged", "deleted", "failed", "chunks", "seconds")
+                    },
+                })
+            result = {
+                "data_dir": str(settings.data_dir),
+                "collection": {"name": store.collection, "location": store.location, "points": store.count(),
+                               "spec": None if spec is None else spec.__dict__},
+                "sources": sources,
+            }
+    except RaglineError as exc:
+        raise _fail(str(exc), as_json) from None
+    if as_json:
+        print(json.dumps(result, default=str))
+        return
+    coll = result["collection"]
+    out.print(f"collection [bold]{coll['name']}[/] at {coll['location']}: {coll['points']} points", highlight=False)
+    if spec:
+        out.print(f"  built by {spec.model} (window {spec.window}), chunks of {spec.chunk_tokens} tokens, overlap {spec.overlap_tokens}")
+    if not sources:
+        out.print("No sources yet: ragline ingest FOLDER")
+    for src in sources:
+        last = src["last_run"]
+        when = f"{last['finished_at'] or last['started_at']} ({last['status']})" if last else "never"
+        out.print(
+            f"[bold]{src['name']}[/] ({src['kind']} {src['location']}): {src['documents']} documents, "
+            f"{src['chunks']} chunks, {src['failed']} failed; last run {when}",
+            highlight=False,
+        )
+        for failure in src["failures"]:
+            out.print(f"  [red]failed[/] {failure['doc_id']}: {failure['error']}", highlight=False)
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m ragline`
+    logging.basicConfig(level=logging.ERROR)
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The `ragline` command as users and scripts see it: exit codes, --json, --data-dir."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from ragline.cli import app
+
+pytestmark = pytest.mark.model
+
+runner = CliRunner()
+
+
+def run(*args, env=None):
+    return runner.invoke(app, list(args), env=env, catch_exceptions=False)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = tmp_path / "handbook"
+    root.mkdir()
+    (root / "leave.md").write_text("# Leave\n\nEmployees get 25 days of annual leave each year.")
+    (root / "parking.txt").write_text("Staff parking is free in the north car park after 6 pm.")
+    return root
+
+
+def test_ingest_search_status_round_trip(folder, tmp_path):
+    data = str(tmp_path / "data")
+    first = run("ingest", str(folder), "--data-dir", data, "--json")
+    assert first.exit_code == 0, first.output
+    [report] = json.loads(first.stdout)["runs"]
+    assert (report["source"], report["added"], report["failed"]) == ("handbook", 2, 0)
+
+    again = run("ingest", str(folder), "--data-dir", data)
+    assert again.exit_code == 0 and "Nothing changed" in again.stdout
+
+    found = json.loads(run("search", "how much annual leave", "-k", "1", "--data-dir", data, "--json").stdout)
+    [hit] = found["hits"]
+    assert hit["doc_id"] == "leave.md" and hit["page_start"] == 1 and hit["score"] > 0.3
+
+    human = run("search", "where can staff park", "--filter", "source=handbook", "--data-dir", data)
+    assert "handbook:parking.txt" in human.stdout and "page 1" in human.stdout
+    none = json.loads(run("search", "leave", "--filter", "source=other", "--data-dir", data, "--json").stdout)
+    assert none["hits"] == []
+
+    status = json.loads(run("status", "--data-dir", data, "--json").stdout)
+    [src] = status["sources"]
+    assert (src["name"], src["documents"], src["failed"], src["last_run"]["status"]) == ("handbook", 2, 0, "ok")
+    assert src["chunks"] == src["points"] == status["collection"]["points"] == 2
+
+
+def test_data_dir_from_environment_and_resync_of_known_sources(folder, tmp_path):
+    env = {"RAGLINE_DATA_DIR": str(tmp_path / "envdata")}
+    assert run("ingest", str(folder), "--json", env=env).exit_code == 0
+    (folder / "parking.txt").unlink()
+    dry = run("ingest", "--dry-run", env=env)  # no folder: every known source
+    assert dry.exit_code == 0 and "would add 0, update 0, delete 1" in dry.stdout and "parking.txt" in dry.stdout
+    assert json.loads(run("status", "--json", env=env).stdout)["collection"]["points"] == 2
+    # one of two documents deleted is 50%: allowed (refusal starts above the share)
+    assert json.loads(run("ingest", "--json", env=env).stdout)["runs"][0]["deleted"] == 1
+
+
+def test_failures_exit_non_zero_and_name_the_file(folder, tmp_path):
+    (folder / "scan.pdf").write_bytes(b"not a pdf at all")
+    result = run("ingest", str(folder), "--data-dir", str(tmp_path / "d"))
+    assert result.exit_code == 1
+    assert "scan.pdf" in result.stdout and "1 document(s) failed" in result.stderr
+    status = json.loads(run("status", "--data-dir", str(tmp_path / "d"), "--json").stdout)
+    assert status["sources"][0]["failures"][0]["doc_id"] == "scan.pdf"
+
+
+def test_mass_delete_refusal_exits_2(folder, tmp_path):
+    data = str(tmp_path / "d")
+    run("ingest", str(folder), "--data-dir", data)
+    for f in folder.iterdir():
+        f.unlink()
+    refused = run("ingest", str(folder), "--data-dir", data, "--json")
+    assert refused.exit_code == 2 and "--allow-mass-delete" in json.loads(refused.stdout)["refused"][0]
+    assert run("ingest", str(folder), "--data-dir", data, "--allow-mass-delete").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("ingest", "/no/such/folder"), "does not exist"),
+        (("ingest", ".", "--chunk-tokens", "500"), "500"),
+        (("search", "x", "--filter", "nokeyvalue"), "key=value"),
+        (("ingest",), "nothing to ingest"),
+    ],
+)
+def test_bad_input_is_a_clear_error(tmp_path, args, message):
+    result = run(*args, "--data-dir", str(tmp_path / "d"), "--json")
+    assert result.exit_code == 2
+    assert message in json.loads(result.stdout)["error"]
