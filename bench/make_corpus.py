@@ -33,7 +33,6 @@ import random
 import re
 import sys
 import time
-import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -41,9 +40,11 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from samples.make_corpus import normalise_zip  # noqa: E402  (one OOXML normaliser for both corpora)
+
 COMPANY = "Northwind Outfitters"
 FIXED = datetime(2026, 1, 1, tzinfo=timezone.utc)
-ZIP_TIME = (2026, 1, 1, 0, 0, 0)
 
 FORMAT_SHARES = {
     "pdf": 0.30,
@@ -629,19 +630,7 @@ def render_docx(doc: Doc, w: Writer) -> tuple[bytes, int]:
     props.created = props.modified = props.last_printed = naive
     buf = io.BytesIO()
     d.save(buf)
-    return _normalise_zip(buf.getvalue()), 1
-
-
-def _normalise_zip(data: bytes) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w") as dst:
-        for info in src.infolist():
-            fixed = zipfile.ZipInfo(info.filename, date_time=ZIP_TIME)
-            fixed.compress_type = zipfile.ZIP_DEFLATED
-            fixed.create_system = 3
-            fixed.external_attr = 0o644 << 16
-            dst.writestr(fixed, src.read(info.filename), compresslevel=6)
-    return out.getvalue()
+    return normalise_zip(buf.getvalue()), 1
 
 
 _HEADERS = (
