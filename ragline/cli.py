@@ -2,7 +2,7 @@
 
 Human output goes to the terminal (progress on stderr); `--json` prints exactly one JSON
 object on stdout instead. Exit codes: 0 done, 1 some documents failed, 2 nothing done
-(bad arguments, refused run, unusable store).
+(bad arguments, refused run, unusable store), 3 the run stopped part-way (store or ledger error).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ err = Console(stderr=True)
 
 EXIT_FAILED_DOCUMENTS = 1
 EXIT_NOTHING_DONE = 2
+EXIT_RUN_ABORTED = 3
 
 DataDir = Annotated[
     Path | None,
@@ -151,6 +152,13 @@ def ingest(
                         refused.append(str(exc))
     except RaglineError as exc:
         raise _fail(str(exc), as_json) from None
+    except Exception as exc:  # the store or ledger failed mid-run: report it plainly, lose nothing
+        raise _fail(
+            f"ingest stopped: {type(exc).__name__}: {exc}. Documents finished before the error are indexed; "
+            "the next run resumes from there.",
+            as_json,
+            EXIT_RUN_ABORTED,
+        ) from None
 
     failed = any(r.failures for r in reports)
     if as_json:

@@ -191,7 +191,16 @@ class Ledger:
     # -- runs ----------------------------------------------------------------------------------
 
     def begin_run(self, source: str, *, dry_run: bool) -> int:
+        """Start a run; a run of this source left `running` by a crash is marked `abandoned`
+        and its listing dropped (runs of one source never overlap)."""
         with self.engine.begin() as conn:
+            stale = select(runs_table.c.id).where(runs_table.c.source == source, runs_table.c.status == "running")
+            conn.execute(delete(listing_table).where(listing_table.c.run_id.in_(stale)))
+            conn.execute(
+                update(runs_table)
+                .where(runs_table.c.source == source, runs_table.c.status == "running")
+                .values(status="abandoned", finished_at=_now())
+            )
             result = conn.execute(
                 insert(runs_table).values(
                     source=source, started_at=_now(), status="running", dry_run=int(dry_run)

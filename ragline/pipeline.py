@@ -120,7 +120,8 @@ class PreparedDocument:
     title: str
     chunks: list[Chunk]
     headers_removed: int
-    is_new: bool
+    is_new: bool  # no ledger row yet: gets a pending row, has no older chunks to delete
+    first_version: bool  # nothing of it was indexed before: reported as added, not updated
 
 
 def index_spec(embedder: Embedder, chunker: TokenChunker) -> IndexSpec:
@@ -133,7 +134,7 @@ def index_spec(embedder: Embedder, chunker: TokenChunker) -> IndexSpec:
     )
 
 
-def prepare_document(raw: RawDocument, chunker: TokenChunker, *, is_new: bool, timer: StageTimer) -> PreparedDocument:
+def prepare_document(raw: RawDocument, chunker: TokenChunker, pending: PendingDoc, timer: StageTimer) -> PreparedDocument:
     """Parse, strip repeated headers/footers and chunk one document. Raises DocumentError."""
     with timer.stage("parse"):
         parsed = parsers.parse(raw.filename, raw.data)
@@ -149,7 +150,8 @@ def prepare_document(raw: RawDocument, chunker: TokenChunker, *, is_new: bool, t
         title=cleaned.document.title,
         chunks=chunks,
         headers_removed=cleaned.removed_lines,
-        is_new=is_new,
+        is_new=pending.is_new,
+        first_version=pending.known_version is None,
     )
 
 
@@ -237,7 +239,7 @@ class _Indexer:
                 ]
             )
         for doc in docs:
-            action = "added" if doc.is_new else "updated"
+            action = "added" if doc.first_version else "updated"
             setattr(self.report, action, getattr(self.report, action) + 1)
             self.report.chunks_embedded += len(doc.chunks)
             self.report.headers_removed += doc.headers_removed
@@ -339,7 +341,7 @@ def sync_source(
                     report.unchanged += 1
                     progress.advance(pending.ref.doc_id, "unchanged")
                     continue
-                indexer.add(prepare_document(raw, chunker, is_new=pending.is_new, timer=timer))
+                indexer.add(prepare_document(raw, chunker, pending, timer))
             except DocumentError as error:
                 with timer.stage("ledger"):
                     _record_failure(ledger, report, pending, error)

@@ -95,3 +95,19 @@ def test_bad_input_is_a_clear_error(tmp_path, args, message):
     result = run(*args, "--data-dir", str(tmp_path / "d"), "--json")
     assert result.exit_code == 2
     assert message in json.loads(result.stdout)["error"]
+
+
+def test_a_store_failure_mid_run_is_reported_and_exits_3(folder, tmp_path, monkeypatch):
+    from stores.qdrant import QdrantStore
+
+    def refuse(self, points):
+        raise ConnectionError("qdrant went away")
+
+    monkeypatch.setattr(QdrantStore, "upsert", refuse)
+    result = run("ingest", str(folder), "--data-dir", str(tmp_path / "d"), "--json")
+    assert result.exit_code == 3
+    message = json.loads(result.stdout)["error"]
+    assert "ConnectionError: qdrant went away" in message and "next run resumes" in message
+    monkeypatch.undo()
+    resumed = json.loads(run("ingest", str(folder), "--data-dir", str(tmp_path / "d"), "--json").stdout)
+    assert resumed["runs"][0]["added"] == 2

@@ -92,3 +92,20 @@ def test_summary_and_fingerprint_updates(ledger):
     assert summary["failures"] == [{"doc_id": "b", "uri": "file:///b", "error": "bad"}]
     ledger.delete_documents("s", ["a", "b"])
     assert ledger.documents("s") == []
+
+
+def test_a_run_left_running_by_a_crash_is_abandoned_by_the_next(ledger):
+    crashed = ledger.begin_run("s", dry_run=False)
+    ledger.load_listing(crashed, [ref("x"), ref("y")])
+    other_source = ledger.begin_run("t", dry_run=False)
+    nxt = ledger.begin_run("s", dry_run=False)
+    assert ledger.last_run("s")["id"] == nxt
+    with ledger.engine.connect() as conn:
+        from sqlalchemy import select
+
+        from ragline.ledger import listing_table, runs_table
+
+        statuses = dict(conn.execute(select(runs_table.c.id, runs_table.c.status)).all())
+        listed_runs = set(conn.execute(select(listing_table.c.run_id)).scalars())
+    assert statuses == {crashed: "abandoned", other_source: "running", nxt: "running"}
+    assert crashed not in listed_runs
