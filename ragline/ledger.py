@@ -15,7 +15,6 @@ the chunks exist and removes them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -247,7 +246,7 @@ class Ledger:
                 total += len(batch)
         return total
 
-    def _join(self, source: str, run_id: int):
+    def _join(self, source: str):
         d, l = documents_table, listing_table
         return l.outerjoin(d, and_(d.c.source == source, d.c.doc_id == l.c.doc_id)), d, l
 
@@ -258,7 +257,7 @@ class Ledger:
         return changed
 
     def plan_counts(self, source: str, run_id: int, *, retry_failed: bool = False) -> PlanCounts:
-        joined, d, l = self._join(source, run_id)
+        joined, d, l = self._join(source)
         listed = l.c.run_id == run_id
         needs_work = self._needs_work(d, l, retry_failed)
         with self.engine.connect() as conn:
@@ -286,7 +285,7 @@ class Ledger:
     ) -> Iterator[PendingDoc]:
         """New and changed documents in doc_id order, one page per query (keyset pagination),
         so rows this run updates meanwhile cannot shift the pages."""
-        joined, d, l = self._join(source, run_id)
+        joined, d, l = self._join(source)
         condition = and_(l.c.run_id == run_id, or_(d.c.doc_id.is_(None), self._needs_work(d, l, retry_failed)))
         after = ""
         while True:
@@ -474,7 +473,3 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
-
-def report_json(report: dict) -> dict:
-    """Round-trip through JSON so the stored report holds only plain values."""
-    return json.loads(json.dumps(report, default=str))

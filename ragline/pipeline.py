@@ -14,6 +14,7 @@ Until step 4 the ledger still holds the old fingerprint, so the next run redoes 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections import defaultdict
@@ -27,7 +28,7 @@ from chunkers.token_chunker import TokenChunker
 from ragline import parsers
 from ragline.clean import strip_headers_footers
 from ragline.errors import DocumentError, MassDeleteRefused, ParseError
-from ragline.ledger import STATUS_FAILED, STATUS_INDEXED, Ledger, PendingDoc, report_json
+from ragline.ledger import STATUS_FAILED, STATUS_INDEXED, Ledger, PendingDoc
 from ragline.types import Chunk, Connector, DocRef, Embedder, RawDocument
 from stores.qdrant import IndexSpec, Point, QdrantStore, point_id
 
@@ -97,7 +98,7 @@ class RunReport:
         data = asdict(self)
         data["failed"] = self.failed
         data["chunks_per_second"] = round(self.chunks_embedded / self.seconds, 2) if self.seconds else 0.0
-        return report_json(data)
+        return json.loads(json.dumps(data, default=str))  # plain values only: stored as JSON, printed by --json
 
 
 class StageTimer:
@@ -290,7 +291,7 @@ def sync_source(
     started = time.perf_counter()
     timer = StageTimer()
     source = connector.name
-    ledger.register_source(source, getattr(connector, "kind", type(connector).__name__), getattr(connector, "location", ""))
+    ledger.register_source(source, connector.kind, connector.location)
     spec = index_spec(embedder, chunker)
     if options.dry_run:
         if store.exists():

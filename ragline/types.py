@@ -89,6 +89,8 @@ class Connector(Protocol):
     """A source of documents. Listing must be cheap: no document bodies."""
 
     name: str
+    kind: str  # "local", "s3", ...: with `location`, what a source name is bound to in the ledger
+    location: str
 
     def list(self) -> Iterator[DocRef]: ...
 
