@@ -247,19 +247,19 @@ class Ledger:
         return total
 
     def _join(self, source: str):
-        d, l = documents_table, listing_table
-        return l.outerjoin(d, and_(d.c.source == source, d.c.doc_id == l.c.doc_id)), d, l
+        d, lst = documents_table, listing_table
+        return lst.outerjoin(d, and_(d.c.source == source, d.c.doc_id == lst.c.doc_id)), d, lst
 
-    def _needs_work(self, d, l, retry_failed: bool):
-        changed = or_(d.c.fingerprint != l.c.fingerprint, d.c.status == STATUS_PENDING)
+    def _needs_work(self, d, lst, retry_failed: bool):
+        changed = or_(d.c.fingerprint != lst.c.fingerprint, d.c.status == STATUS_PENDING)
         if retry_failed:
             changed = or_(changed, d.c.status == STATUS_FAILED)
         return changed
 
     def plan_counts(self, source: str, run_id: int, *, retry_failed: bool = False) -> PlanCounts:
-        joined, d, l = self._join(source)
-        listed = l.c.run_id == run_id
-        needs_work = self._needs_work(d, l, retry_failed)
+        joined, d, lst = self._join(source)
+        listed = lst.c.run_id == run_id
+        needs_work = self._needs_work(d, lst, retry_failed)
         with self.engine.connect() as conn:
             new = conn.execute(select(func.count()).select_from(joined).where(listed, d.c.doc_id.is_(None))).scalar_one()
             changed = conn.execute(
@@ -285,16 +285,16 @@ class Ledger:
     ) -> Iterator[PendingDoc]:
         """New and changed documents in doc_id order, one page per query (keyset pagination),
         so rows this run updates meanwhile cannot shift the pages."""
-        joined, d, l = self._join(source)
-        condition = and_(l.c.run_id == run_id, or_(d.c.doc_id.is_(None), self._needs_work(d, l, retry_failed)))
+        joined, d, lst = self._join(source)
+        condition = and_(lst.c.run_id == run_id, or_(d.c.doc_id.is_(None), self._needs_work(d, lst, retry_failed)))
         after = ""
         while True:
             with self.engine.connect() as conn:
                 rows = conn.execute(
-                    select(l.c.doc_id, l.c.fingerprint, l.c.uri, l.c.size, d.c.version, d.c.doc_id.label("known"))
+                    select(lst.c.doc_id, lst.c.fingerprint, lst.c.uri, lst.c.size, d.c.version, d.c.doc_id.label("known"))
                     .select_from(joined)
-                    .where(condition, l.c.doc_id > after)
-                    .order_by(l.c.doc_id)
+                    .where(condition, lst.c.doc_id > after)
+                    .order_by(lst.c.doc_id)
                     .limit(page_size)
                 ).all()
             if not rows:
@@ -306,8 +306,8 @@ class Ledger:
 
     def iter_gone(self, source: str, run_id: int, *, page_size: int = 1000) -> Iterator[list[str]]:
         """Pages of doc ids the ledger holds for `source` that this run's listing lacks."""
-        d, l = documents_table, listing_table
-        missing = ~exists().where(l.c.run_id == run_id, l.c.doc_id == d.c.doc_id)
+        d, lst = documents_table, listing_table
+        missing = ~exists().where(lst.c.run_id == run_id, lst.c.doc_id == d.c.doc_id)
         after = ""
         while True:
             with self.engine.connect() as conn:
