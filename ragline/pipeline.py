@@ -121,6 +121,7 @@ class PreparedDocument:
     title: str
     chunks: list[Chunk]
     headers_removed: int
+    metadata: dict[str, Any]
     is_new: bool  # no ledger row yet: gets a pending row, has no older chunks to delete
     first_version: bool  # nothing of it was indexed before: reported as added, not updated
 
@@ -151,6 +152,7 @@ def prepare_document(raw: RawDocument, chunker: TokenChunker, pending: PendingDo
         title=cleaned.document.title,
         chunks=chunks,
         headers_removed=cleaned.removed_lines,
+        metadata=dict(raw.metadata),
         is_new=pending.is_new,
         first_version=pending.known_version is None,
     )
@@ -172,6 +174,7 @@ def chunk_payload(doc: PreparedDocument, chunk: Chunk, ingested_at: str) -> dict
         "doc_version": doc.version,
         "content_hash": hashlib.sha256(chunk.text.encode("utf-8")).hexdigest(),
         "ingested_at": ingested_at,
+        "meta": doc.metadata,
     }
 
 

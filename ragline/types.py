@@ -40,8 +40,9 @@ class RawDocument:
 
     ref: DocRef
     data: bytes
-    filename: str
+    filename: str  # its suffix picks the parser; record sources render text and name it "<id>.txt"
     content_hash: str  # sha256 hex of `data`: the document's version
+    metadata: Mapping[str, Any] = field(default_factory=dict)  # source-specific, stored as payload["meta"]
 
 
 @dataclass(frozen=True)
