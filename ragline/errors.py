@@ -2,6 +2,8 @@
 
     RaglineError
     ├── ConfigError            bad settings or arguments; nothing was done
+    ├── SourceError            a source cannot be listed (auth, missing bucket, outage after retries);
+    │                          the run stops before deleting anything
     ├── DocumentError          one document cannot be indexed; it is quarantined, the run goes on
     │   ├── FetchError         the bytes could not be read
     │   └── ParseError         the bytes are not a readable document of their format
@@ -19,6 +21,15 @@ class RaglineError(Exception):
 
 class ConfigError(RaglineError):
     pass
+
+
+class SourceError(RaglineError):
+    """The source as a whole failed; its listing is incomplete, so nothing may be deleted."""
+
+    def __init__(self, source: str, reason: str):
+        super().__init__(f"source {source!r}: {reason}")
+        self.source = source
+        self.reason = reason
 
 
 class DocumentError(RaglineError):
