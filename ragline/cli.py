@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,11 +24,12 @@ from ragline.offline import enforce_offline
 
 enforce_offline()
 
-from connectors.local import LocalFolderConnector  # noqa: E402
 from query.search import parse_filters, search  # noqa: E402
 from ragline.components import Components, local_connector, open_components  # noqa: E402
+from ragline.sources import DEFAULT_CONFIG, SourceConfig, build_connector, describe, load_sources  # noqa: E402
+from ragline.types import Connector  # noqa: E402
 from ragline.config import Settings  # noqa: E402
-from ragline.errors import MassDeleteRefused, RaglineError  # noqa: E402
+from ragline.errors import MassDeleteRefused, RaglineError, SourceError  # noqa: E402
 from ragline.pipeline import RunReport, SyncOptions, sync_source  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Incremental document ingestion into Qdrant.")
@@ -44,6 +46,10 @@ DataDir = Annotated[
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON object.")]
 Collection = Annotated[str | None, typer.Option("--collection", help="Qdrant collection [default: ragline]")]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", envvar="RAGLINE_CONFIG", help="Sources file [default: ./ragline.yaml if present]"),
+]
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -75,19 +81,34 @@ class _RichProgress:
             self.progress.update(self.task, advance=1, description=f"{action}: {doc_id[-40:]}")
 
 
+def _configured_sources(config: Path | None) -> dict[str, SourceConfig]:
+    """Sources of the config file: the one given, else ./ragline.yaml if it exists, else none."""
+    if config is not None:
+        return load_sources(config)
+    return load_sources(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else {}
+
+
 def _connectors_to_sync(components: Components, folder: Path | None, source: str | None,
-                        include: list[str], exclude: list[str]) -> list[LocalFolderConnector]:
+                        include: list[str], exclude: list[str], config: Path | None) -> list[Connector]:
     settings = components.settings
     if folder is not None:
         return [local_connector(settings, folder, name=source, include=include, exclude=exclude)]
-    known = [s for s in components.ledger.sources() if s["kind"] == "local"]
+    configured = _configured_sources(config)
+    known_local = {s["name"]: s["location"] for s in components.ledger.sources() if s["kind"] == "local"}
     if source is not None:
-        known = [s for s in known if s["name"] == source]
-        if not known:
-            raise RaglineError(f"no source named {source!r} in {settings.data_dir}; give its folder: ragline ingest FOLDER")
-    if not known:
-        raise RaglineError("nothing to ingest: give a folder (ragline ingest FOLDER)")
-    return [local_connector(settings, s["location"], name=s["name"], include=include, exclude=exclude) for s in known]
+        if source in configured:
+            return [build_connector(source, configured[source])]
+        if source in known_local:
+            return [local_connector(settings, known_local[source], name=source, include=include, exclude=exclude)]
+        raise RaglineError(
+            f"no source named {source!r} in the config file or in {settings.data_dir}; "
+            "give its folder (ragline ingest FOLDER) or add it to ragline.yaml"
+        )
+    if configured:
+        return [build_connector(name, cfg) for name, cfg in configured.items()]
+    if known_local:
+        return [local_connector(settings, loc, name=name, include=include, exclude=exclude) for name, loc in known_local.items()]
+    raise RaglineError("nothing to ingest: give a folder (ragline ingest FOLDER) or a config file (--config)")
 
 
 def _print_report(report: RunReport) -> None:
@@ -129,19 +150,21 @@ def ingest(
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Retry documents that failed before even if unchanged.")] = False,
     chunk_tokens: Annotated[int | None, typer.Option("--chunk-tokens", help="Chunk size in model tokens.")] = None,
     overlap_tokens: Annotated[int | None, typer.Option("--overlap-tokens", help="Overlap between chunks in tokens.")] = None,
+    config: ConfigFile = None,
     collection: Collection = None,
     data_dir: DataDir = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Index every supported file under FOLDER; only what changed since the last run is processed."""
+    """Sync FOLDER, or the sources of the config file; only what changed since the last run is processed."""
     try:
         settings = _settings(data_dir=data_dir, collection=collection, chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens)
         options = SyncOptions(dry_run=dry_run, allow_mass_delete=allow_mass_delete, retry_failed=retry_failed,
                               max_delete_share=settings.max_delete_share, flush_chunks=settings.flush_chunks)
         reports: list[RunReport] = []
         refused: list[str] = []
+        source_errors: list[str] = []
         with open_components(settings) as components:
-            for connector in _connectors_to_sync(components, folder, source, include, exclude):
+            for connector in _connectors_to_sync(components, folder, source, include, exclude, config):
                 with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                               console=err, disable=as_json or not err.is_terminal, transient=True) as bar:
                     try:
@@ -150,6 +173,10 @@ def ingest(
                                                    options=options, progress=_RichProgress(bar)))
                     except MassDeleteRefused as exc:
                         refused.append(str(exc))
+                    except SourceError as exc:  # listing failed: nothing of this source changed
+                        source_errors.append(str(exc))
+                    finally:
+                        getattr(connector, "close", lambda: None)()
     except RaglineError as exc:
         raise _fail(str(exc), as_json) from None
     except Exception as exc:  # the store or ledger failed mid-run: report it plainly, lose nothing
@@ -162,13 +189,16 @@ def ingest(
 
     failed = any(r.failures for r in reports)
     if as_json:
-        print(json.dumps({"runs": [r.to_dict() for r in reports], "refused": refused, "ok": not failed and not refused}))
+        print(json.dumps({"runs": [r.to_dict() for r in reports], "refused": refused, "source_errors": source_errors,
+                          "ok": not failed and not refused and not source_errors}))
     else:
         for report in reports:
             _print_report(report)
         for message in refused:
             err.print(f"[bold red]refused:[/] {message}", highlight=False)
-    if refused:
+        for message in source_errors:
+            err.print(f"[bold red]source failed, nothing changed:[/] {message}", highlight=False)
+    if refused or source_errors:
         raise typer.Exit(EXIT_NOTHING_DONE)
     if failed:
         if not as_json:
@@ -274,6 +304,69 @@ def status(
         )
         for failure in src["failures"]:
             out.print(f"  [red]failed[/] {failure['doc_id']}: {failure['error']}", highlight=False)
+
+
+sources_app = typer.Typer(no_args_is_help=True, help="The sources of the config file.")
+app.add_typer(sources_app, name="sources")
+
+CHECK_SAMPLE = 20
+
+
+@sources_app.command("list")
+def sources_list(config: ConfigFile = None, as_json: JsonFlag = False) -> None:
+    """Name, kind and location of every configured source (no secrets, no connections)."""
+    try:
+        configured = _configured_sources(config)
+    except RaglineError as exc:
+        raise _fail(str(exc), as_json) from None
+    rows = [{"name": name, "kind": cfg.kind, "location": describe(cfg)} for name, cfg in configured.items()]
+    if as_json:
+        print(json.dumps({"sources": rows}))
+        return
+    if not rows:
+        out.print("No sources configured (ragline.yaml; see examples/ragline.yaml).")
+    for row in rows:
+        out.print(f"[bold]{row['name']}[/] ({row['kind']}) {row['location']}", highlight=False)
+
+
+@sources_app.command("check")
+def sources_check(
+    name: Annotated[str, typer.Argument(help="Configured source to check.")],
+    config: ConfigFile = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Connect to NAME, list its first documents, and report what was seen. Writes nothing."""
+    started = time.perf_counter()
+    result: dict[str, Any] = {"name": name, "ok": False, "seen": 0, "sample": [], "error": None}
+    try:
+        configured = _configured_sources(config)
+        if name not in configured:
+            raise RaglineError(f"no source named {name!r} in the config file")
+        result["kind"] = configured[name].kind
+        connector = build_connector(name, configured[name])
+        try:
+            for ref in connector.list():
+                result["seen"] += 1
+                result["sample"].append({"doc_id": ref.doc_id, "fingerprint": ref.fingerprint, "size": ref.size})
+                if result["seen"] >= CHECK_SAMPLE:
+                    break
+            result["ok"] = True
+        finally:
+            getattr(connector, "close", lambda: None)()
+    except RaglineError as exc:
+        result["error"] = str(exc)
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    if as_json:
+        print(json.dumps(result, default=str))
+    elif result["ok"]:
+        more = " (first ones only)" if result["seen"] >= CHECK_SAMPLE else ""
+        out.print(f"[green]ok[/] {name}: listed {result['seen']} documents{more} in {result['seconds']} s", highlight=False)
+        for item in result["sample"]:
+            out.print(f"  {item['doc_id']}  {item['fingerprint']}", highlight=False)
+    else:
+        err.print(f"[bold red]error:[/] {result['error']}", highlight=False)
+    if not result["ok"]:
+        raise typer.Exit(EXIT_NOTHING_DONE)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m ragline`
