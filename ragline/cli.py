@@ -173,7 +173,7 @@ def ingest(
                                                    options=options, progress=_RichProgress(bar)))
                     except MassDeleteRefused as exc:
                         refused.append(str(exc))
-                    except SourceError as exc:  # listing failed: nothing of this source changed
+                    except SourceError as exc:  # the source failed: its listing was incomplete, so nothing was deleted
                         source_errors.append(str(exc))
                     finally:
                         getattr(connector, "close", lambda: None)()
@@ -197,7 +197,7 @@ def ingest(
         for message in refused:
             err.print(f"[bold red]refused:[/] {message}", highlight=False)
         for message in source_errors:
-            err.print(f"[bold red]source failed, nothing changed:[/] {message}", highlight=False)
+            err.print(f"[bold red]source failed (nothing deleted; the next run resumes):[/] {message}", highlight=False)
     if refused or source_errors:
         raise typer.Exit(EXIT_NOTHING_DONE)
     if failed:
