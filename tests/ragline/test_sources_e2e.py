@@ -82,3 +82,48 @@ def test_sql_source_end_to_end(tmp_path, postgres_server_url, monkeypatch):
                                            "--data-dir", str(data), "--json"]).stdout)
     assert found["hits"][0]["doc_id"] == "2"
     engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def test_s3_source_end_to_end(tmp_path, moto_endpoint, monkeypatch):
+    import boto3
+
+    monkeypatch.setenv("TEST_S3_KEY", "testing")
+    monkeypatch.setenv("TEST_S3_SECRET", "testing")
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    bucket = f"legal-{tmp_path.name[-6:].lower().replace('_', '-')}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="contracts/a/supply.md", Body=b"# Supply\n\nDeliveries are due within 14 days.")
+    s3.put_object(Bucket=bucket, Key="contracts/b/lease.txt", Body=b"The store lease runs until 2031.")
+    s3.put_object(Bucket=bucket, Key="contracts/broken.pdf", Body=b"%PDF-1.4 garbage")
+    s3.put_object(Bucket=bucket, Key="other/ignored.txt", Body=b"outside the prefix")
+    config = tmp_path / "ragline.yaml"
+    config.write_text(
+        f"sources:\n  contracts:\n    kind: s3\n    bucket: {bucket}\n    prefix: contracts/\n"
+        f"    endpoint_url: \"{moto_endpoint}\"\n    region: us-east-1\n"
+        "    access_key_id_env: TEST_S3_KEY\n    secret_access_key_env: TEST_S3_SECRET\n"
+    )
+    data = tmp_path / "data"
+
+    plan = ingest(config, data, "--source", "contracts", "--dry-run")["runs"][0]["plan"]
+    assert (plan["add"], plan["delete"]) == (3, 0)
+    first = ingest(config, data, "--source", "contracts")["runs"][0]
+    assert (first["added"], first["failed"]) == (2, 1)
+    assert first["failures"][0]["doc_id"] == "broken.pdf"
+
+    s3.put_object(Bucket=bucket, Key="contracts/b/lease.txt", Body=b"The store lease was extended until 2035.")
+    s3.delete_object(Bucket=bucket, Key="contracts/a/supply.md")
+    second = ingest(config, data, "--source", "contracts")["runs"][0]
+    assert (second["updated"], second["deleted"], second["failed"]) == (1, 1, 0)
+    assert doc_ids_in_store(data, "contracts") == ["b/lease.txt"]
