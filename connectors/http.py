@@ -1,0 +1,273 @@
+"""HTTP plumbing shared by the API connectors (HubSpot, generic REST): one client, one budget, one retry policy.
+
+What is retried and what is not:
+
+    retryable (transient)                       permanent (raise at once)
+    ---------------------                       -------------------------
+    429 Too Many Requests                       401 / 403: the token is wrong or lacks a scope
+      waits exactly Retry-After when given      404: the record is gone
+      (delta-seconds, fractional or not, or     any other 4xx: the request itself is wrong
+      an HTTP-date), else exponential backoff   a 2xx body that is not JSON (a proxy's error page,
+      with jitter                                 a broken deployment): retrying will not fix it
+    5xx (Retry-After honoured there too)
+    timeouts, refused/reset connections,
+      a server closing the connection early
+
+Retries are bounded twice: at most `max_attempts` requests, and no retry is started whose wait
+would end more than `max_retry_time` seconds after the first attempt (a Retry-After of an hour
+gives up at once instead of hanging the run). What the caller sees is one of the `HttpFailure`
+subclasses below, whose `reason` is written for a person and never contains a credential.
+
+Every request, retries included, first takes a slot from the source's `RateLimiter`; a 429 also
+pushes the limiter's next slot past the Retry-After, so threads sharing the limiter hold off too.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential_jitter,
+)
+
+from ragline.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "ragline-connector"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class HttpFailure(Exception):
+    """A request failed for good; `reason` is safe to show (no token, no query string)."""
+
+    def __init__(self, reason: str, status: int | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class PermanentStatus(HttpFailure):
+    """A 4xx other than 429: retrying cannot help."""
+
+
+class GaveUp(HttpFailure):
+    """A retryable failure persisted past the attempt or time budget."""
+
+
+class NotJson(HttpFailure):
+    """A successful response whose body is not JSON."""
+
+
+def auth_reason(status: int) -> str:
+    """Why a 401/403 happened, for a SourceError; the token itself is never part of it."""
+    if status == 401:
+        return "token rejected (401): check the API token configured for this source"
+    return "token lacks permission (403): check the scopes granted to the API token of this source"
+
+
+# --------------------------------------------------------------------------- rate limit
+
+
+class RateLimiter:
+    """At most `per_second` requests per second, evenly spaced (a token bucket of depth one).
+
+    Thread-safe: each caller reserves the next free slot under the lock, then sleeps outside it.
+    `per_second` of None or <= 0 disables the budget.
+    """
+
+    def __init__(self, per_second: float | None, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.interval = 1.0 / per_second if per_second and per_second > 0 else 0.0
+        self._clock, self._sleep = clock, sleep
+        self._lock = threading.Lock()
+        self._next = 0.0  # earliest time the next request may start
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = self._clock()
+            start = max(now, self._next)
+            self._next = start + self.interval
+        if start > now:
+            self._sleep(start - now)
+
+    def hold_off(self, seconds: float) -> None:
+        """No request may start within `seconds` from now (the server asked us to wait)."""
+        with self._lock:
+            self._next = max(self._next, self._clock() + seconds)
+
+
+# --------------------------------------------------------------------------- retry policy
+
+
+def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Parse a Retry-After header: delta-seconds ("1", "0.2") or an HTTP-date. None when absent or unreadable."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 6
+    backoff: float = 0.5  # first backoff wait in seconds; doubles per attempt, plus up to `backoff` of jitter
+    max_backoff: float = 30.0  # cap of one backoff wait (not of a Retry-After)
+    max_retry_time: float = 120.0  # no retry starts later than this many seconds after the first attempt
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str, status: int | None, retry_after: float | None):
+        super().__init__(reason)
+        self.reason, self.status, self.retry_after = reason, status, retry_after
+
+
+_TRANSIENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
+
+class HttpSource:
+    """GETs JSON from one API under one rate budget and one retry policy."""
+
+    def __init__(
+        self,
+        *,
+        headers: Mapping[str, str] | None = None,
+        requests_per_second: float | None = 10.0,
+        timeout: float = 30.0,
+        retry: RetryPolicy = RetryPolicy(),
+        client: httpx.Client | None = None,
+        secret: str | None = None,
+    ):
+        if retry.max_attempts < 1:
+            raise ConfigError(f"max_attempts must be at least 1, not {retry.max_attempts}")
+        self._headers = {"Accept": "application/json", "User-Agent": USER_AGENT, **(headers or {})}
+        self.limiter = RateLimiter(requests_per_second)
+        self.retry = retry
+        self._secret = secret  # scrubbed from every reason, should a server ever echo it
+        self._owns_client = client is None
+        self.client = client or httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False)
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+    def get_json(self, url: str, params: Mapping[str, str] | None = None) -> Any:
+        """GET and decode JSON. Raises an HttpFailure: PermanentStatus, GaveUp, NotJson, or the base class."""
+        try:
+            response = self._get(url, params)
+        except HttpFailure as exc:
+            exc.reason = self._redact(exc.reason)
+            exc.args = (exc.reason,)
+            raise
+        try:
+            return response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            kind = response.headers.get("content-type", "no content type")
+            raise NotJson(f"GET {_where(response.request.url)} answered {response.status_code} with a body "
+                          f"that is not JSON ({kind})", response.status_code) from None
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def _get(self, url: str, params: Mapping[str, str] | None = None) -> httpx.Response:
+        """One GET with retries. Raises PermanentStatus, GaveUp, or HttpFailure (bad URL, proxy, scheme)."""
+        policy = self.retry
+        retrying = Retrying(
+            retry=retry_if_exception_type((_Retryable, *_TRANSIENT)),
+            stop=stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.max_retry_time),
+            wait=self._wait,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(self._attempt, url, params)
+        except _Retryable as exc:
+            attempts = retrying.statistics.get("attempt_number", 1)
+            hint = ""
+            if exc.retry_after is not None and exc.retry_after > policy.max_retry_time:
+                hint = f"; the server asked to wait {exc.retry_after:g} s, beyond the {policy.max_retry_time:g} s retry budget"
+            raise GaveUp(f"{exc.reason} (gave up after {attempts} attempt(s){hint})", exc.status) from None
+        except _TRANSIENT as exc:
+            attempts = retrying.statistics.get("attempt_number", 1)
+            raise GaveUp(f"GET {_where(httpx.URL(url))} failed: {type(exc).__name__} "
+                         f"(gave up after {attempts} attempt(s))") from None
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # not transient: a bad URL, scheme or proxy
+            raise HttpFailure(f"GET {url.split('?', 1)[0]} failed: {type(exc).__name__}") from None
+
+    def _attempt(self, url: str, params: Mapping[str, str] | None) -> httpx.Response:
+        self.limiter.acquire()
+        response = self.client.get(url, params=params, headers=self._headers)
+        status = response.status_code
+        if status < 400:
+            return response
+        where = _where(response.request.url)
+        if status == 429 or status >= 500:
+            retry_after = retry_after_seconds(response.headers.get("retry-after"))
+            if retry_after is not None and retry_after <= self.retry.max_retry_time:
+                self.limiter.hold_off(retry_after)  # beyond the budget we give up instead (and must not block later calls)
+            label = "rate limited (429)" if status == 429 else f"server error ({status})"
+            raise _Retryable(f"GET {where}: {label}", status, retry_after)
+        raise PermanentStatus(f"GET {where} answered {status}{_error_message(response)}", status)
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+            return exc.retry_after  # exactly what the server asked for
+        policy = self.retry
+        return wait_exponential_jitter(multiplier=policy.backoff, max=policy.max_backoff, jitter=policy.backoff)(state)
+
+    @staticmethod
+    def _before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        reason = exc.reason if isinstance(exc, _Retryable) else type(exc).__name__
+        log.info("%s; retry %d in %.2f s", reason, state.attempt_number, state.upcoming_sleep)
+
+
+def _where(url: httpx.URL) -> str:
+    """Host and path, never the query string (it may carry an api key on some APIs)."""
+    return f"{url.host}{url.path}"
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The API's own short error message, when it sends one as JSON."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return ""
+    message = body.get("message") if isinstance(body, dict) else None
+    return f": {message[:200]}" if isinstance(message, str) and message else ""
+
+
+def same_origin(url: str, base_url: str) -> bool:
+    """Whether `url` lies on the same scheme/host/port as `base_url` (where the token may be sent)."""
+    a, b = httpx.URL(url), httpx.URL(base_url)
+    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
