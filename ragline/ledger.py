@@ -39,6 +39,7 @@ from sqlalchemy import (
     event,
     exists,
     func,
+    inspect,
     insert,
     or_,
     select,
@@ -47,7 +48,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ragline.errors import ConfigError
-from ragline.types import DocRef
+from ragline.types import Deletion, DocRef
 
 BATCH_ROWS = 1000
 
@@ -109,7 +110,20 @@ listing_table = Table(
     Column("fingerprint", String(200), nullable=False),
     Column("uri", Text, nullable=False),
     Column("size", Integer, nullable=True),
+    # "ref": listed with a fingerprint; "id": present (ids-only listing); "del": reported deleted
+    Column("kind", String(4), nullable=False, default="ref"),
 )
+
+cursors_table = Table(
+    "source_cursors",
+    metadata,
+    Column("source", String(200), primary_key=True),
+    Column("cursor", Text, nullable=False),
+    Column("run_id", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+LISTED, PRESENT, DELETED = "ref", "id", "del"
 
 
 def _now() -> datetime:
@@ -155,9 +169,18 @@ class Ledger:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
+        if self.engine.dialect.name not in ("sqlite", "postgresql"):
+            raise ConfigError(f"unsupported ledger database: {self.engine.dialect.name} (use SQLite or PostgreSQL)")
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._drop_outdated_listing()
         metadata.create_all(self.engine)
+
+    def _drop_outdated_listing(self) -> None:
+        """The listing holds only the current run's scratch rows: an older layout is dropped, not migrated."""
+        columns = {c["name"] for c in inspect(self.engine).get_columns("listing")} if inspect(self.engine).has_table("listing") else set()
+        if columns and "kind" not in columns:
+            listing_table.drop(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -228,21 +251,37 @@ class Ledger:
 
     # -- planning ------------------------------------------------------------------------------
 
-    def load_listing(self, run_id: int, refs: Iterable[DocRef]) -> int:
-        """Bulk-load a source's listing for this run; returns how many refs it held."""
+    def load_listing(self, run_id: int, items: Iterable[DocRef | Deletion]) -> int:
+        """Bulk-load a listing (or the changes of a partial one) for this run; returns its size."""
+
+        def row(item: DocRef | Deletion) -> dict[str, Any]:
+            if isinstance(item, Deletion):
+                return {"run_id": run_id, "doc_id": item.doc_id, "fingerprint": "", "uri": "", "size": None, "kind": DELETED}
+            return {"run_id": run_id, "doc_id": item.doc_id, "fingerprint": item.fingerprint, "uri": item.uri,
+                    "size": item.size, "kind": LISTED}
+
+        return self._insert_listing(map(row, items), ignore_duplicates=False)
+
+    def load_present_ids(self, run_id: int, doc_ids: Iterable[str]) -> int:
+        """Add an ids-only complete listing on top of the changes already loaded."""
+        rows = ({"run_id": run_id, "doc_id": d, "fingerprint": "", "uri": "", "size": None, "kind": PRESENT} for d in doc_ids)
+        return self._insert_listing(rows, ignore_duplicates=True)
+
+    def _insert_listing(self, rows: Iterable[dict[str, Any]], *, ignore_duplicates: bool) -> int:
+        stmt = _dialect_insert(self.engine, listing_table)
+        if ignore_duplicates:
+            stmt = stmt.on_conflict_do_nothing(index_elements=[listing_table.c.run_id, listing_table.c.doc_id])
         total = 0
         batch: list[dict[str, Any]] = []
         with self.engine.begin() as conn:
-            for ref in refs:
-                batch.append(
-                    {"run_id": run_id, "doc_id": ref.doc_id, "fingerprint": ref.fingerprint, "uri": ref.uri, "size": ref.size}
-                )
+            for item in rows:
+                batch.append(item)
                 if len(batch) >= BATCH_ROWS:
-                    conn.execute(insert(listing_table), batch)
+                    conn.execute(stmt, batch)
                     total += len(batch)
                     batch.clear()
             if batch:
-                conn.execute(insert(listing_table), batch)
+                conn.execute(stmt, batch)
                 total += len(batch)
         return total
 
@@ -251,34 +290,44 @@ class Ledger:
         return lst.outerjoin(d, and_(d.c.source == source, d.c.doc_id == lst.c.doc_id)), d, lst
 
     def _needs_work(self, d, lst, retry_failed: bool):
-        changed = or_(d.c.fingerprint != lst.c.fingerprint, d.c.status == STATUS_PENDING)
+        changed = or_(
+            and_(lst.c.kind == LISTED, d.c.fingerprint != lst.c.fingerprint),
+            d.c.status == STATUS_PENDING,
+        )
         if retry_failed:
             changed = or_(changed, d.c.status == STATUS_FAILED)
         return changed
 
-    def plan_counts(self, source: str, run_id: int, *, retry_failed: bool = False) -> PlanCounts:
+    def _gone_condition(self, d, run_id: int, complete: bool):
+        """Known documents this run deletes: absent from a complete listing, or reported deleted."""
+        lst = listing_table
+        if complete:
+            return ~exists().where(lst.c.run_id == run_id, lst.c.doc_id == d.c.doc_id, lst.c.kind != DELETED)
+        return exists().where(lst.c.run_id == run_id, lst.c.doc_id == d.c.doc_id, lst.c.kind == DELETED)
+
+    def plan_counts(self, source: str, run_id: int, *, complete: bool = True, retry_failed: bool = False) -> PlanCounts:
         joined, d, lst = self._join(source)
-        listed = lst.c.run_id == run_id
+        listed = and_(lst.c.run_id == run_id, lst.c.kind != DELETED)
         needs_work = self._needs_work(d, lst, retry_failed)
+        gone_cond = and_(d.c.source == source, self._gone_condition(d, run_id, complete))
+        failed = d.c.status == STATUS_FAILED
+
+        def count(query) -> int:
+            return conn.execute(query).scalar_one()
+
         with self.engine.connect() as conn:
-            new = conn.execute(select(func.count()).select_from(joined).where(listed, d.c.doc_id.is_(None))).scalar_one()
-            changed = conn.execute(
-                select(func.count()).select_from(joined).where(listed, d.c.doc_id.is_not(None), needs_work)
-            ).scalar_one()
-            unchanged = conn.execute(
-                select(func.count()).select_from(joined).where(listed, d.c.doc_id.is_not(None), ~needs_work)
-            ).scalar_one()
-            known = conn.execute(
-                select(func.count()).select_from(d).where(d.c.source == source)
-            ).scalar_one()
-            still_failing = conn.execute(
-                select(func.count())
-                .select_from(joined)
-                .where(listed, d.c.doc_id.is_not(None), ~needs_work, d.c.status == STATUS_FAILED)
-            ).scalar_one()
-        # Every known document is either listed (changed or unchanged) or gone.
-        return PlanCounts(new=new, changed=changed, unchanged=unchanged, gone=known - changed - unchanged, known=known,
-                          still_failing=still_failing)
+            new = count(select(func.count()).select_from(joined).where(listed, d.c.doc_id.is_(None)))
+            changed = count(select(func.count()).select_from(joined).where(listed, d.c.doc_id.is_not(None), needs_work))
+            known = count(select(func.count()).select_from(d).where(d.c.source == source))
+            gone = count(select(func.count()).select_from(d).where(gone_cond))
+            failed_total = count(select(func.count()).select_from(d).where(d.c.source == source, failed))
+            failed_redone = count(
+                select(func.count()).select_from(joined).where(listed, d.c.doc_id.is_not(None), needs_work, failed)
+            )
+            failed_gone = count(select(func.count()).select_from(d).where(gone_cond, failed))
+        # Every known document is changed, gone, or left as it is.
+        return PlanCounts(new=new, changed=changed, unchanged=known - changed - gone, gone=gone, known=known,
+                          still_failing=failed_total - failed_redone - failed_gone)
 
     def iter_pending(
         self, source: str, run_id: int, *, retry_failed: bool = False, page_size: int = 500
@@ -286,12 +335,17 @@ class Ledger:
         """New and changed documents in doc_id order, one page per query (keyset pagination),
         so rows this run updates meanwhile cannot shift the pages."""
         joined, d, lst = self._join(source)
-        condition = and_(lst.c.run_id == run_id, or_(d.c.doc_id.is_(None), self._needs_work(d, lst, retry_failed)))
+        condition = and_(
+            lst.c.run_id == run_id,
+            lst.c.kind != DELETED,
+            or_(d.c.doc_id.is_(None), self._needs_work(d, lst, retry_failed)),
+        )
         after = ""
         while True:
             with self.engine.connect() as conn:
                 rows = conn.execute(
-                    select(lst.c.doc_id, lst.c.fingerprint, lst.c.uri, lst.c.size, d.c.version, d.c.doc_id.label("known"))
+                    select(lst.c.doc_id, lst.c.fingerprint, lst.c.uri, lst.c.size, d.c.uri.label("known_uri"),
+                           d.c.version, d.c.doc_id.label("known"))
                     .select_from(joined)
                     .where(condition, lst.c.doc_id > after)
                     .order_by(lst.c.doc_id)
@@ -300,21 +354,22 @@ class Ledger:
             if not rows:
                 return
             for row in rows:
-                ref = DocRef(source=source, doc_id=row.doc_id, fingerprint=row.fingerprint, uri=row.uri, size=row.size)
+                ref = DocRef(source=source, doc_id=row.doc_id, fingerprint=row.fingerprint,
+                             uri=row.uri or row.known_uri or "", size=row.size)
                 yield PendingDoc(ref=ref, known_version=row.version, is_new=row.known is None)
             after = rows[-1].doc_id
 
-    def iter_gone(self, source: str, run_id: int, *, page_size: int = 1000) -> Iterator[list[str]]:
-        """Pages of doc ids the ledger holds for `source` that this run's listing lacks."""
-        d, lst = documents_table, listing_table
-        missing = ~exists().where(lst.c.run_id == run_id, lst.c.doc_id == d.c.doc_id)
+    def iter_gone(self, source: str, run_id: int, *, complete: bool = True, page_size: int = 1000) -> Iterator[list[str]]:
+        """Pages of doc ids of `source` that this run deletes."""
+        d = documents_table
+        gone = self._gone_condition(d, run_id, complete)
         after = ""
         while True:
             with self.engine.connect() as conn:
                 ids = list(
                     conn.execute(
                         select(d.c.doc_id)
-                        .where(d.c.source == source, missing, d.c.doc_id > after)
+                        .where(d.c.source == source, gone, d.c.doc_id > after)
                         .order_by(d.c.doc_id)
                         .limit(page_size)
                     ).scalars()
@@ -324,7 +379,26 @@ class Ledger:
             yield ids
             after = ids[-1]
 
-    def sample_plan(self, source: str, run_id: int, *, retry_failed: bool = False, limit: int = 50) -> dict[str, list[str]]:
+    # -- cursors -------------------------------------------------------------------------------
+
+    def cursor(self, source: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(cursors_table.c.cursor).where(cursors_table.c.source == source)).scalar_one_or_none()
+
+    def set_cursor(self, source: str, cursor: str, run_id: int) -> None:
+        """Called only when a run has finished: a crash leaves the old cursor, so nothing is skipped."""
+        stmt = _dialect_insert(self.engine, cursors_table)
+        values = {"source": source, "cursor": cursor, "run_id": run_id, "updated_at": _now()}
+        with self.engine.begin() as conn:
+            conn.execute(
+                stmt.values(**values).on_conflict_do_update(
+                    index_elements=[cursors_table.c.source],
+                    set_={"cursor": cursor, "run_id": run_id, "updated_at": values["updated_at"]},
+                )
+            )
+
+    def sample_plan(self, source: str, run_id: int, *, complete: bool = True, retry_failed: bool = False,
+                    limit: int = 50) -> dict[str, list[str]]:
         """Up to `limit` doc ids per action, for a dry run's printout."""
         sample: dict[str, list[str]] = {"add": [], "update": []}
         for pending in self.iter_pending(source, run_id, retry_failed=retry_failed):
@@ -334,7 +408,7 @@ class Ledger:
             if all(len(v) >= limit for v in sample.values()):
                 break
         gone: list[str] = []
-        for page in self.iter_gone(source, run_id):
+        for page in self.iter_gone(source, run_id, complete=complete):
             gone.extend(page[: limit - len(gone)])
             if len(gone) >= limit:
                 break
@@ -371,14 +445,8 @@ class Ledger:
             self._upsert_documents([{**r, "updated_at": _now()} for r in rows], only_if_absent=False)
 
     def _upsert_documents(self, rows: list[dict[str, Any]], *, only_if_absent: bool) -> None:
-        dialect = self.engine.dialect.name
         table = documents_table
-        if dialect == "postgresql":
-            stmt = postgresql.insert(table)
-        elif dialect == "sqlite":
-            stmt = sqlite.insert(table)
-        else:  # pragma: no cover - only SQLite and PostgreSQL are supported ledgers
-            raise ConfigError(f"unsupported ledger database: {dialect}")
+        stmt = _dialect_insert(self.engine, table)
         keys = [table.c.source, table.c.doc_id]
         if only_if_absent:
             stmt = stmt.on_conflict_do_nothing(index_elements=keys)
@@ -464,6 +532,15 @@ class Ledger:
             "chunks": int(chunks),
             "failures": failures,
         }
+
+
+def _dialect_insert(engine: Engine, table: Table):
+    """INSERT with ON CONFLICT support, for the two ledger databases."""
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    if engine.dialect.name == "sqlite":
+        return sqlite.insert(table)
+    raise ConfigError(f"unsupported ledger database: {engine.dialect.name} (use SQLite or PostgreSQL)")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -29,7 +29,7 @@ from ragline import parsers
 from ragline.clean import strip_headers_footers
 from ragline.errors import DocumentError, MassDeleteRefused, ParseError
 from ragline.ledger import STATUS_FAILED, STATUS_INDEXED, Ledger, PendingDoc
-from ragline.types import Chunk, Connector, DocRef, Embedder, RawDocument
+from ragline.types import Chunk, Connector, DocRef, Embedder, IncrementalConnector, RawDocument
 from stores.qdrant import IndexSpec, Point, QdrantStore, point_id
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ class SyncOptions:
     max_delete_share: float = 0.5
     retry_failed: bool = False
     flush_chunks: int = 256
+    full_listing: bool = False  # ignore a stored cursor: list everything (reconciles what a cursor can miss)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ class RunReport:
     still_failing: int = 0  # unchanged documents that failed in an earlier run
     skipped: list[dict[str, str]] = field(default_factory=list)
     plan: dict[str, Any] | None = None
+    listing: str = "complete"  # complete | changes (since the stored cursor)
+    cursor: str | None = None  # stored for the next run once this one finished
     message: str | None = None
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
@@ -275,6 +278,26 @@ def _record_failure(ledger: Ledger, report: RunReport, pending: PendingDoc, erro
     log.warning("failed %s: %s", ref.doc_id, error.reason)
 
 
+def _load_listing(connector: Connector, ledger: Ledger, report: RunReport, options: SyncOptions) -> tuple[bool, str | None]:
+    """Load this run's listing into the ledger: everything, or only the changes since the stored
+    cursor when the connector can list changes. Returns (listing is complete, cursor to store)."""
+    if not isinstance(connector, IncrementalConnector):
+        ledger.load_listing(report.run_id, connector.list())
+        return True, None
+    next_cursor = connector.high_water_mark()  # read first: what changes during the run is seen next time
+    since = None if options.full_listing else ledger.cursor(report.source)
+    if since is None:
+        ledger.load_listing(report.run_id, connector.list())
+        return True, next_cursor
+    report.listing = "changes"
+    changes = connector.list_changes(since)
+    ledger.load_listing(report.run_id, changes.changes)
+    if changes.present_ids is None:
+        return False, next_cursor
+    ledger.load_present_ids(report.run_id, changes.present_ids)
+    return True, next_cursor
+
+
 def sync_source(
     connector: Connector,
     *,
@@ -305,9 +328,9 @@ def sync_source(
     report = RunReport(source=source, run_id=ledger.begin_run(source, dry_run=options.dry_run), dry_run=options.dry_run)
     try:
         with timer.stage("list"):
-            ledger.load_listing(report.run_id, connector.list())
+            complete, next_cursor = _load_listing(connector, ledger, report, options)
         report.skipped = [{"doc_id": p, "reason": r} for p, r in getattr(connector, "skipped", [])]
-        counts = ledger.plan_counts(source, report.run_id, retry_failed=options.retry_failed)
+        counts = ledger.plan_counts(source, report.run_id, complete=complete, retry_failed=options.retry_failed)
         report.unchanged = counts.unchanged
         report.still_failing = counts.still_failing
 
@@ -326,7 +349,7 @@ def sync_source(
                 "update": counts.changed,
                 "unchanged": counts.unchanged,
                 "delete": counts.gone,
-                "sample": ledger.sample_plan(source, report.run_id, retry_failed=options.retry_failed),
+                "sample": ledger.sample_plan(source, report.run_id, complete=complete, retry_failed=options.retry_failed),
             }
             report.status = "dry-run"
             return report
@@ -354,7 +377,7 @@ def sync_source(
         with timer.stage("ledger"):
             ledger.update_fingerprints(source, touched)
 
-        for doc_ids in ledger.iter_gone(source, report.run_id):
+        for doc_ids in ledger.iter_gone(source, report.run_id, complete=complete):
             with timer.stage("delete"):
                 store.delete_documents(source, doc_ids)
             with timer.stage("ledger"):
@@ -362,6 +385,9 @@ def sync_source(
             report.deleted += len(doc_ids)
             for doc_id in doc_ids:
                 progress.advance(doc_id, "deleted")
+        if next_cursor is not None:
+            ledger.set_cursor(source, next_cursor, report.run_id)
+            report.cursor = next_cursor
         report.status = "failed" if report.failures else "ok"
         return report
     except MassDeleteRefused:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -96,6 +96,38 @@ class Connector(Protocol):
     def list(self) -> Iterator[DocRef]: ...
 
     def fetch(self, ref: DocRef) -> RawDocument: ...
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """A document the source reports as deleted (a soft-delete flag, an archived record)."""
+
+    doc_id: str
+
+
+@dataclass
+class ChangeListing:
+    """What changed at a source since a cursor: a partial listing.
+
+    `changes` holds documents created or modified since the cursor (an overlap window may
+    repeat some unchanged ones: they compare equal and cost nothing) and deletions the source
+    reports. `present_ids`, when given, is every doc_id the source holds now (ids only, cheap):
+    documents absent from it are deleted. Without it, only reported deletions are.
+    """
+
+    changes: Iterator[DocRef | Deletion]
+    present_ids: Iterator[str] | None = None
+
+
+@runtime_checkable
+class IncrementalConnector(Connector, Protocol):
+    """A connector that can list only what changed since a stored cursor."""
+
+    def high_water_mark(self) -> str | None:
+        """The cursor to store once this run succeeds; read before listing, so nothing is skipped."""
+        ...
+
+    def list_changes(self, since: str) -> ChangeListing: ...
 
 
 class TokenCounter(Protocol):
