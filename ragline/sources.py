@@ -107,14 +107,16 @@ class RestSource(_Source):
     path: str
     token_env: str | None = None
     auth_header: str = "Authorization"
-    auth_scheme: str = "Bearer"
+    auth_scheme: str | None = "Bearer"  # None: the header holds the bare key (e.g. X-Api-Key)
     records_path: str = "results"
     id_field: str = "id"
-    updated_at_field: str = "updatedAt"
+    updated_at_field: str | None = "updatedAt"  # None: fingerprint is a hash of the listed record
     next_cursor_path: str | None = "paging.next.after"
     cursor_param: str = "after"
     next_link_path: str | None = None
     detail_path: str | None = None
+    detail_params: dict[str, str] | None = None
+    detail_record_path: str = ""
     title_field: str | None = None
     text_fields: list[str] | None = None
     params: dict[str, str] = {}

@@ -92,3 +92,15 @@ def test_ingest_and_check_configured_sources(tmp_path):
 
     missing = runner.invoke(app, ["sources", "check", "nope", "--config", str(path), "--json"])
     assert missing.exit_code == 2 and "no source named 'nope'" in json.loads(missing.stdout)["error"]
+
+
+def test_every_kind_builds_its_connector_from_the_example(monkeypatch):
+    for variable in ("CONTRACTS_S3_KEY_ID", "CONTRACTS_S3_SECRET", "CRM_TOKEN", "HELPDESK_TOKEN"):
+        monkeypatch.setenv(variable, f"value-of-{variable}")
+    monkeypatch.setenv("ORDERS_DB_URL", "postgresql+psycopg://reader:pw-4711@127.0.0.1:1/shop")
+    built = {name: build_connector(name, cfg) for name, cfg in load_sources(EXAMPLE).items()}
+    assert {c.kind for c in built.values()} == {"local", "s3", "sql", "hubspot", "rest"}
+    for connector in built.values():
+        assert connector.name in built
+        assert "pw-4711" not in connector.location and "value-of-" not in connector.location
+        getattr(connector, "close", lambda: None)()
