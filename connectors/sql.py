@@ -50,7 +50,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.sql.sqltypes import NullType
 
 from ragline.errors import ConfigError, FetchError, SourceError
-from ragline.types import DocRef, RawDocument
+from ragline.types import ChangeListing, Deletion, DocRef, RawDocument
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,24 @@ def _id_text(value: Any) -> str:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).decode("utf-8", "backslashreplace")
     return str(value)
+
+
+def encode_cursor(value: Any) -> str:
+    """A cursor value as text that keeps its type (datetimes compare as datetimes, not strings)."""
+    if isinstance(value, datetime):
+        return json.dumps({"datetime": value.isoformat()})
+    if isinstance(value, int | float | Decimal):
+        return json.dumps({"number": str(value)})
+    return json.dumps({"text": str(value)})
+
+
+def decode_cursor(cursor: str) -> Any:
+    data = json.loads(cursor)
+    if "datetime" in data:
+        return datetime.fromisoformat(data["datetime"])
+    if "number" in data:
+        return Decimal(data["number"])
+    return data["text"]
 
 
 def json_safe(value: Any) -> Any:
@@ -147,6 +165,7 @@ class SqlConnector:
         updated_at_column: str | None = None,
         soft_delete_column: str | None = None,
         batch_size: int = 1000,
+        cursor_overlap_seconds: float = 300.0,
     ):
         if not name:
             raise ConfigError("a SQL source needs a name")
@@ -198,6 +217,8 @@ class SqlConnector:
                 f"source {name!r}: batch_size must be a positive integer, not {batch_size!r}"
             )
         self.batch_size = batch_size
+        # Rows committed late with an updated_at slightly before the stored cursor are re-listed.
+        self.cursor_overlap = timedelta(seconds=cursor_overlap_seconds)
 
         self.text_template = text_template
         self._segments = self._parse_template(text_template)
@@ -394,6 +415,11 @@ class SqlConnector:
         return "/".join(escape_id_part(_id_text(v)) for v in values)
 
     def list(self) -> Iterator[DocRef]:
+        return self._list()  # type: ignore[return-value]  # no deletions without a cursor
+
+    def _list(self, changed_since: Any = None) -> Iterator[DocRef | Deletion]:
+        """Rows in id order; with `changed_since`, only rows whose updated_at is at or after it,
+        and soft-deleted ones among them come out as Deletions instead of being left out."""
         self.skipped.clear()
         cols = [*self.id_columns]
         if self.updated_at_column is not None:
@@ -415,6 +441,8 @@ class SqlConnector:
             .select_from(self._source)
             .order_by(*(self._source.c[c] for c in self.id_columns))
         )
+        if changed_since is not None:
+            stmt = stmt.where(self._source.c[self.updated_at_column] >= changed_since)
         listed = 0
         null_updated = 0
         previous: str | None = None
@@ -425,9 +453,10 @@ class SqlConnector:
                     stream_results=True, yield_per=self.batch_size
                 ).execute(stmt) as result:
                     for row in result:
-                        if self.soft_delete_column is not None and _is_deleted(
+                        deleted = self.soft_delete_column is not None and _is_deleted(
                             row[pos[self.soft_delete_column]]
-                        ):
+                        )
+                        if deleted and changed_since is None:
                             continue
                         ids = row[:n_ids]
                         if any(v is None for v in ids):
@@ -443,6 +472,9 @@ class SqlConnector:
                                 f"id columns {', '.join(self.id_columns)} are not unique: {doc_id!r} is listed twice",
                             )
                         previous = doc_id
+                        if deleted:
+                            yield Deletion(doc_id)
+                            continue
                         modified_at = None
                         if self.updated_at_column is not None:
                             stamp = row[pos[self.updated_at_column]]
@@ -490,6 +522,43 @@ class SqlConnector:
                 null_updated,
                 self.updated_at_column,
             )
+
+    # ------------------------------------------------------------------ incremental
+
+    def high_water_mark(self) -> str | None:
+        """max(updated_at) before listing, as the cursor of the next run; None without the column."""
+        if self.updated_at_column is None:
+            return None
+        column = self._source.c[self.updated_at_column]
+        try:
+            with self.engine.connect() as conn:
+                value = conn.execute(sa.select(sa.func.max(column)).select_from(self._source)).scalar_one()
+        except (SQLAlchemyError, OSError, ImportError) as exc:
+            raise self._source_error("cannot read the high-water mark", exc) from None
+        return None if value is None else encode_cursor(value)
+
+    def list_changes(self, since: str) -> ChangeListing:
+        """Rows changed at or after the cursor minus the overlap window (late commits), and
+        deletions: soft-deleted rows among them, or, without a soft-delete column, every id
+        present (ids only) so that rows deleted outright are noticed too."""
+        threshold = decode_cursor(since)
+        if isinstance(threshold, datetime):
+            threshold = threshold - self.cursor_overlap
+        changes = self._list(changed_since=threshold)
+        present = None if self.soft_delete_column is not None else self._list_ids()
+        return ChangeListing(changes=changes, present_ids=present)
+
+    def _list_ids(self) -> Iterator[str]:
+        stmt = sa.select(*(self._source.c[c] for c in self.id_columns)).select_from(self._source)
+        try:
+            with self.engine.connect() as conn, conn.execution_options(
+                stream_results=True, yield_per=self.batch_size
+            ).execute(stmt) as result:
+                for row in result:
+                    if all(v is not None for v in row):
+                        yield self._doc_id(row)
+        except (SQLAlchemyError, OSError, ImportError) as exc:
+            raise self._source_error("cannot list ids", exc) from None
 
     def _skip(self, doc_id: str, reason: str) -> None:
         log.warning("source %r: skipping row %s: %s", self.name, doc_id, reason)

@@ -32,32 +32,42 @@ def doc_ids_in_store(data, source):
     return ids
 
 
-@pytest.mark.postgres
-def test_sql_source_end_to_end(tmp_path, postgres_server_url, monkeypatch):
-    engine = sa.create_engine(postgres_server_url)
-    table = f"orders_{tmp_path.name[-8:].replace('-', '_')}"
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def orders_source(tmp_path, url, monkeypatch, *, soft_delete: bool = False):
+    """A PostgreSQL table of five orders and a config file naming it; returns (engine, table, config)."""
+    engine = sa.create_engine(url)
     meta = sa.MetaData()
     orders = sa.Table(
-        table, meta,
+        f"orders_{tmp_path.name[-8:].replace('-', '_')}", meta,
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("title", sa.Text), sa.Column("body", sa.Text),
         sa.Column("status", sa.Text), sa.Column("updated_at", sa.DateTime(timezone=True)),
+        sa.Column("is_deleted", sa.Boolean, server_default=sa.false()),
     )
     meta.create_all(engine)
-    now = datetime(2026, 1, 1, tzinfo=UTC)
     with engine.begin() as conn:
         conn.execute(orders.insert(), [
             {"id": i, "title": f"Order {i}", "body": f"Order {i} contains {i} pairs of trail runners.",
-             "status": "open", "updated_at": now}
+             "status": "open", "updated_at": NOW}
             for i in range(1, 6)
         ])
-    monkeypatch.setenv("ORDERS_DB_URL", postgres_server_url)
+    monkeypatch.setenv("ORDERS_DB_URL", url)
     config = tmp_path / "ragline.yaml"
     config.write_text(
         "sources:\n  orders:\n    kind: sql\n    url_env: ORDERS_DB_URL\n"
-        f"    table: {table}\n    id_column: id\n    text_template: \"{{title}}\\n\\n{{body}}\"\n"
+        f"    table: {orders.name}\n    id_column: id\n    text_template: \"{{title}}\\n\\n{{body}}\"\n"
         "    metadata_columns: [status]\n    updated_at_column: updated_at\n"
+        + ("    soft_delete_column: is_deleted\n" if soft_delete else "")
     )
+    return engine, orders, config
+
+
+@pytest.mark.postgres
+def test_sql_source_end_to_end(tmp_path, postgres_server_url, monkeypatch):
+    engine, orders, config = orders_source(tmp_path, postgres_server_url, monkeypatch)
+    now = NOW
     data = tmp_path / "data"
 
     plan = ingest(config, data, "--source", "orders", "--dry-run")["runs"][0]["plan"]
@@ -81,6 +91,34 @@ def test_sql_source_end_to_end(tmp_path, postgres_server_url, monkeypatch):
     found = json.loads(runner.invoke(app, ["search", "one tent", "-k", "1", "--filter", "source=orders",
                                            "--data-dir", str(data), "--json"]).stdout)
     assert found["hits"][0]["doc_id"] == "2"
+    assert found["hits"][0]["text"].startswith("Order 2")
+    engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("soft_delete", [False, True], ids=["hard-delete", "soft-delete"])
+def test_sql_cursor_lists_only_changes(tmp_path, postgres_server_url, monkeypatch, soft_delete):
+    engine, orders, config = orders_source(tmp_path, postgres_server_url, monkeypatch, soft_delete=soft_delete)
+    data = tmp_path / "data"
+    first = ingest(config, data)["runs"][0]
+    assert (first["listing"], first["added"], first["cursor"]) == ("complete", 5, '{"datetime": "2026-01-01T00:00:00+00:00"}')
+
+    with engine.begin() as conn:
+        conn.execute(orders.update().where(orders.c.id == 2).values(body="Order 2 became a canoe.",
+                                                                     updated_at=NOW + timedelta(hours=1)))
+        # committed late: its updated_at is older than the stored cursor, but inside the overlap window
+        conn.execute(orders.insert().values(id=9, title="Order 9", body="A late order of stoves.",
+                                            status="open", updated_at=NOW - timedelta(minutes=2)))
+        if soft_delete:
+            conn.execute(orders.update().where(orders.c.id == 4).values(is_deleted=True,
+                                                                         updated_at=NOW + timedelta(hours=1)))
+        else:
+            conn.execute(orders.delete().where(orders.c.id == 4))
+    second = ingest(config, data)["runs"][0]
+    assert second["listing"] == "changes"
+    assert (second["added"], second["updated"], second["deleted"], second["unchanged"]) == (1, 1, 1, 3)
+    assert sorted(doc_ids_in_store(data, "orders"), key=int) == ["1", "2", "3", "5", "9"]
+    assert second["cursor"] == '{"datetime": "2026-01-01T01:00:00+00:00"}'
     engine.dispose()
 
 
