@@ -148,6 +148,7 @@ def ingest(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
     allow_mass_delete: Annotated[bool, typer.Option("--allow-mass-delete", help="Allow deleting more than the max share of a source.")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Retry documents that failed before even if unchanged.")] = False,
+    full_listing: Annotated[bool, typer.Option("--full-listing", help="List every document even where a cursor allows listing only changes.")] = False,
     chunk_tokens: Annotated[int | None, typer.Option("--chunk-tokens", help="Chunk size in model tokens.")] = None,
     overlap_tokens: Annotated[int | None, typer.Option("--overlap-tokens", help="Overlap between chunks in tokens.")] = None,
     config: ConfigFile = None,
@@ -159,6 +160,7 @@ def ingest(
     try:
         settings = _settings(data_dir=data_dir, collection=collection, chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens)
         options = SyncOptions(dry_run=dry_run, allow_mass_delete=allow_mass_delete, retry_failed=retry_failed,
+                              full_listing=full_listing,
                               max_delete_share=settings.max_delete_share, flush_chunks=settings.flush_chunks)
         reports: list[RunReport] = []
         refused: list[str] = []
@@ -272,6 +274,7 @@ def status(
                 sources.append({
                     "name": src["name"], "kind": src["kind"], "location": src["location"], **summary,
                     "points": store.count({"source": src["name"]}),
+                    "cursor": ledger.cursor(src["name"]),
                     "last_run": None if last is None else {
                         k: last[k] for k in ("id", "started_at", "finished_at", "status", "added", "updated",
                                              "unchanged", "deleted", "failed", "chunks", "seconds")

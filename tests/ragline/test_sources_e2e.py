@@ -119,6 +119,10 @@ def test_sql_cursor_lists_only_changes(tmp_path, postgres_server_url, monkeypatc
     assert (second["added"], second["updated"], second["deleted"], second["unchanged"]) == (1, 1, 1, 3)
     assert sorted(doc_ids_in_store(data, "orders"), key=int) == ["1", "2", "3", "5", "9"]
     assert second["cursor"] == '{"datetime": "2026-01-01T01:00:00+00:00"}'
+    full = ingest(config, data, "--full-listing")["runs"][0]
+    assert (full["listing"], full["unchanged"], full["chunks_embedded"]) == ("complete", 5, 0)
+    status = json.loads(runner.invoke(app, ["status", "--data-dir", str(data), "--json"]).stdout)
+    assert status["sources"][0]["cursor"] == second["cursor"]
     engine.dispose()
 
 
