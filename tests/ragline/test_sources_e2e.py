@@ -169,3 +169,34 @@ def test_s3_source_end_to_end(tmp_path, moto_endpoint, monkeypatch):
     second = ingest(config, data, "--source", "contracts")["runs"][0]
     assert (second["updated"], second["deleted"], second["failed"]) == (1, 1, 0)
     assert doc_ids_in_store(data, "contracts") == ["b/lease.txt"]
+
+
+def test_crm_source_end_to_end(tmp_path, monkeypatch):
+    from tests.support.crm_server import CrmServer
+
+    with CrmServer(token="e2e-crm-token") as crm:
+        deal = crm.add("deals", {"dealname": "Rental fleet renewal", "amount": "42000", "dealstage": "contractsent"})
+        note = crm.add("notes", {"hs_note_body": "Customer asked for twelve inflatable kayaks by May."})
+        contact = crm.add("contacts", {"firstname": "Ines", "lastname": "Ortega", "email": "ines@example.com"})
+        monkeypatch.setenv("E2E_CRM_TOKEN", "e2e-crm-token")
+        config = tmp_path / "ragline.yaml"
+        config.write_text(
+            f"sources:\n  crm:\n    kind: hubspot\n    base_url: \"{crm.url}\"\n    token_env: E2E_CRM_TOKEN\n"
+            "    objects: [contacts, deals, notes]\n    requests_per_second: 50\n"
+        )
+        data = tmp_path / "data"
+        plan = ingest(config, data, "--source", "crm", "--dry-run")["runs"][0]["plan"]
+        assert (plan["add"], plan["delete"]) == (3, 0)
+        first = ingest(config, data, "--source", "crm")["runs"][0]
+        assert (first["added"], first["failed"]) == (3, 0)
+
+        crm.update("notes", note, hs_note_body="Customer now wants twenty kayaks by June.")
+        crm.archive("contacts", contact)
+        second = ingest(config, data, "--source", "crm")["runs"][0]
+        assert (second["updated"], second["deleted"], second["unchanged"]) == (1, 1, 1)
+        assert sorted(doc_ids_in_store(data, "crm")) == sorted([f"deals/{deal}", f"notes/{note}"])
+        found = json.loads(runner.invoke(app, ["search", "how many kayaks", "-k", "1", "--filter", "source=crm",
+                                               "--data-dir", str(data), "--json"]).stdout)
+        assert "twenty kayaks" in found["hits"][0]["text"]
+        status = runner.invoke(app, ["status", "--data-dir", str(data), "--json"])
+        assert "e2e-crm-token" not in status.stdout
