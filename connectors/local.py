@@ -31,6 +31,15 @@ def glob_match(rel_path: str, pattern: str) -> bool:
     return pattern.startswith("**/") and fnmatch.fnmatchcase(rel_path, pattern[3:])
 
 
+def wanted(rel_path: str, include: Sequence[str], exclude: Sequence[str], accept: Callable[[str], bool]) -> bool:
+    """Whether a path (relative to a source's root) is listed: accepted, included, not excluded."""
+    return (
+        accept(rel_path)
+        and any(glob_match(rel_path, p) for p in include)
+        and not any(glob_match(rel_path, p) for p in exclude)
+    )
+
+
 class LocalFolderConnector:
     kind = "local"
 
@@ -59,13 +68,6 @@ class LocalFolderConnector:
     def location(self) -> str:
         return str(self.root)
 
-    def _wanted(self, rel: str) -> bool:
-        return (
-            self.accept(rel)
-            and any(glob_match(rel, p) for p in self.include)
-            and not any(glob_match(rel, p) for p in self.exclude)
-        )
-
     def list(self) -> Iterator[DocRef]:
         self.skipped.clear()
         for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
@@ -73,7 +75,7 @@ class LocalFolderConnector:
             for filename in sorted(filenames):
                 path = Path(dirpath) / filename
                 rel = path.relative_to(self.root).as_posix()
-                if not self._wanted(rel):
+                if not wanted(rel, self.include, self.exclude, self.accept):
                     continue
                 ref = self._ref(path, rel)
                 if ref is not None:

@@ -48,7 +48,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from connectors.local import glob_match
+from connectors.local import wanted
 from ragline.errors import ConfigError, FetchError, SourceError
 from ragline.types import DocRef, RawDocument
 
@@ -158,13 +158,6 @@ class S3Connector:
 
     # -- listing ----------------------------------------------------------------------------
 
-    def _wanted(self, rel: str) -> bool:
-        return (
-            self.accept(rel)
-            and any(glob_match(rel, p) for p in self.include)
-            and not any(glob_match(rel, p) for p in self.exclude)
-        )
-
     def list(self) -> Iterator[DocRef]:
         self.skipped.clear()
         paginator = self.client.get_paginator("list_objects_v2")
@@ -183,7 +176,7 @@ class S3Connector:
         if key.endswith("/") or not key.startswith(self.prefix):
             return None
         rel = key[len(self.prefix):]
-        if not self._wanted(rel):
+        if not wanted(rel, self.include, self.exclude, self.accept):
             return None
         etag = str(obj.get("ETag", "")).strip('"')
         size = int(obj.get("Size", 0))
