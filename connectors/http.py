@@ -154,8 +154,17 @@ class _Retryable(Exception):
 _TRANSIENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
 
+@dataclass(frozen=True)
+class _Call:
+    method: str
+    url: str
+    params: Mapping[str, str] | None = None
+    body: Mapping[str, Any] | None = None
+    limiter: RateLimiter | None = None
+
+
 class HttpSource:
-    """GETs JSON from one API under one rate budget and one retry policy."""
+    """Requests JSON from one API under one rate budget and one retry policy."""
 
     def __init__(
         self,
@@ -182,8 +191,16 @@ class HttpSource:
 
     def get_json(self, url: str, params: Mapping[str, str] | None = None) -> Any:
         """GET and decode JSON. Raises an HttpFailure: PermanentStatus, GaveUp, NotJson, or the base class."""
+        return self._request_json(_Call("GET", url, params=params))
+
+    def post_json(self, url: str, body: Mapping[str, Any], *, limiter: RateLimiter | None = None) -> Any:
+        """POST `body` as JSON and decode the answer, under `limiter` as well as the source's budget
+        (an endpoint with a tighter limit of its own, such as a search API). Raises like `get_json`."""
+        return self._request_json(_Call("POST", url, body=body, limiter=limiter))
+
+    def _request_json(self, call: _Call) -> Any:
         try:
-            response = self._get(url, params)
+            response = self._send(call)
         except HttpFailure as exc:
             exc.reason = self._redact(exc.reason)
             exc.args = (exc.reason,)
@@ -192,14 +209,14 @@ class HttpSource:
             return response.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             kind = response.headers.get("content-type", "no content type")
-            raise NotJson(f"GET {_where(response.request.url)} answered {response.status_code} with a body "
+            raise NotJson(f"{call.method} {_where(response.request.url)} answered {response.status_code} with a body "
                           f"that is not JSON ({kind})", response.status_code) from None
 
     def _redact(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
 
-    def _get(self, url: str, params: Mapping[str, str] | None = None) -> httpx.Response:
-        """One GET with retries. Raises PermanentStatus, GaveUp, or HttpFailure (bad URL, proxy, scheme)."""
+    def _send(self, call: _Call) -> httpx.Response:
+        """One request with retries. Raises PermanentStatus, GaveUp, or HttpFailure (bad URL, proxy, scheme)."""
         policy = self.retry
         retrying = Retrying(
             retry=retry_if_exception_type((_Retryable, *_TRANSIENT)),
@@ -209,7 +226,7 @@ class HttpSource:
             reraise=True,
         )
         try:
-            return retrying(self._attempt, url, params)
+            return retrying(self._attempt, call)
         except _Retryable as exc:
             attempts = retrying.statistics.get("attempt_number", 1)
             hint = ""
@@ -218,14 +235,16 @@ class HttpSource:
             raise GaveUp(f"{exc.reason} (gave up after {attempts} attempt(s){hint})", exc.status) from None
         except _TRANSIENT as exc:
             attempts = retrying.statistics.get("attempt_number", 1)
-            raise GaveUp(f"GET {_where(httpx.URL(url))} failed: {type(exc).__name__} "
+            raise GaveUp(f"{call.method} {_where(httpx.URL(call.url))} failed: {type(exc).__name__} "
                          f"(gave up after {attempts} attempt(s))") from None
         except (httpx.HTTPError, httpx.InvalidURL) as exc:  # not transient: a bad URL, scheme or proxy
-            raise HttpFailure(f"GET {url.split('?', 1)[0]} failed: {type(exc).__name__}") from None
+            raise HttpFailure(f"{call.method} {call.url.split('?', 1)[0]} failed: {type(exc).__name__}") from None
 
-    def _attempt(self, url: str, params: Mapping[str, str] | None) -> httpx.Response:
-        self.limiter.acquire()
-        response = self.client.get(url, params=params, headers=self._headers)
+    def _attempt(self, call: _Call) -> httpx.Response:
+        limiters = [self.limiter, *([call.limiter] if call.limiter else [])]
+        for limiter in limiters:
+            limiter.acquire()
+        response = self.client.request(call.method, call.url, params=call.params, json=call.body, headers=self._headers)
         status = response.status_code
         if status < 400:
             return response
@@ -233,10 +252,11 @@ class HttpSource:
         if status == 429 or status >= 500:
             retry_after = retry_after_seconds(response.headers.get("retry-after"))
             if retry_after is not None and retry_after <= self.retry.max_retry_time:
-                self.limiter.hold_off(retry_after)  # beyond the budget we give up instead (and must not block later calls)
+                for limiter in limiters:  # beyond the budget we give up instead (and must not block later calls)
+                    limiter.hold_off(retry_after)
             label = "rate limited (429)" if status == 429 else f"server error ({status})"
-            raise _Retryable(f"GET {where}: {label}", status, retry_after)
-        raise PermanentStatus(f"GET {where} answered {status}{_error_message(response)}", status)
+            raise _Retryable(f"{call.method} {where}: {label}", status, retry_after)
+        raise PermanentStatus(f"{call.method} {where} answered {status}{_error_message(response)}", status)
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None

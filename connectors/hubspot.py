@@ -16,6 +16,29 @@ Fetch reads one record with its type's properties and associations and renders i
 The last-modified date is left out of the text, so a record touched without a visible change keeps
 its content hash and is not re-embedded.
 
+Incremental listing (the connector is an `IncrementalConnector`):
+
+- `high_water_mark()` is the client's UTC clock minus `cursor_margin` (default 5 minutes), as ISO 8601
+  with milliseconds ("2025-03-01T12:00:00.000Z"); epoch milliseconds are accepted back as well. The
+  pipeline reads it before listing, so a change made while a run lists is seen by the next run. The
+  API does not tell us its own time: the margin assumes the client's clock is less than 5 minutes
+  ahead of HubSpot's (NTP-synchronised hosts are within a second).
+- `list_changes(since)` searches each object type (`POST /crm/v3/objects/{type}/search`) for records
+  whose last-modified date is >= since - `change_overlap` (default 10 minutes: HubSpot's search index
+  lags writes by seconds to minutes), oldest first. Records in the overlap that did not change keep
+  their fingerprint (the same `updatedAt` as `list()` gives) and cost nothing. The search pages by
+  offset and refuses to go past 10,000 results (`search_ceiling`); at the ceiling the search starts
+  again from the last last-modified date seen, as HubSpot advises, and repeated ids are dropped.
+  Then every archived record (`GET ...?archived=true`) archived since the same threshold (all of
+  them when the API gives no `archivedAt`) is reported as a `Deletion`. No ids-only listing is made
+  (`present_ids` is None): records deleted outright (GDPR deletes) are only noticed by a complete
+  listing, i.e. a run with `full_listing`.
+- As with `list()`, a page that cannot be had after retries raises SourceError: the run deletes
+  nothing and the cursor stays where it was.
+
+HubSpot limits search requests separately (5 per second per account); searches take a slot from
+`search_requests_per_second` as well as from the connector's overall budget.
+
 The token goes in the Authorization header only: never in `location`, a URI, a log line or an error.
 HTTP retries, rate budget and the retryable/permanent split live in connectors/http.py.
 """
@@ -24,8 +47,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from typing import Any, ClassVar, Self
 
@@ -37,11 +60,12 @@ from connectors.http import (
     HttpSource,
     NotJson,
     PermanentStatus,
+    RateLimiter,
     RetryPolicy,
     auth_reason,
 )
 from ragline.errors import ConfigError, FetchError, SourceError
-from ragline.types import DocRef, RawDocument
+from ragline.types import ChangeListing, Deletion, DocRef, RawDocument
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +107,15 @@ TITLE_FIELDS = {
 HTML_FIELDS = {"hs_note_body", "content", "description"}  # HubSpot stores these as rich text
 
 
+SEARCH_CEILING = 10_000  # HubSpot's search answers 400 past this many results of one query
+
+
 def modified_property(object_type: str) -> str:
     return "lastmodifieddate" if object_type == "contacts" else "hs_lastmodifieddate"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class HubSpotConnector:
@@ -104,6 +135,11 @@ class HubSpotConnector:
         backoff: float = 0.5,
         max_retry_time: float = 120.0,
         client: httpx.Client | None = None,
+        cursor_margin: timedelta = timedelta(minutes=5),
+        change_overlap: timedelta = timedelta(minutes=10),
+        search_ceiling: int = SEARCH_CEILING,
+        search_requests_per_second: float | None = 4.0,
+        clock: Callable[[], datetime] = _utc_now,
     ):
         unknown = [o for o in objects if o not in OBJECTS]
         if unknown:
@@ -112,10 +148,20 @@ class HubSpotConnector:
             raise ConfigError(f"hubspot source {name!r}: no API token given")
         if not 1 <= page_size <= 100:
             raise ConfigError(f"hubspot source {name!r}: page_size must be 1..100, not {page_size}")
+        if cursor_margin < timedelta(0) or change_overlap < timedelta(0):
+            raise ConfigError(f"hubspot source {name!r}: cursor_margin and change_overlap must not be negative")
+        if search_ceiling < page_size:
+            raise ConfigError(f"hubspot source {name!r}: search_ceiling must be at least page_size ({page_size})")
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.objects = tuple(objects)
         self.page_size = page_size
+        self.cursor_margin = cursor_margin
+        self.change_overlap = change_overlap
+        self.search_ceiling = search_ceiling
+        self._clock = clock
+        # HubSpot limits search to a few requests per second per account, below the general budget.
+        self.search_limiter = RateLimiter(search_requests_per_second)
         self.http = HttpSource(
             headers={"Authorization": f"Bearer {token}"},
             requests_per_second=requests_per_second,
@@ -157,9 +203,11 @@ class HubSpotConnector:
                     seen.add(ref.doc_id)
                     yield ref
 
-    def _pages(self, object_type: str) -> Iterator[Any]:
+    def _pages(self, object_type: str, *, archived: bool = False) -> Iterator[Any]:
         url = f"{self.base_url}/crm/v3/objects/{object_type}"
-        params = {"limit": str(self.page_size), "properties": modified_property(object_type), "archived": "false"}
+        params = {"limit": str(self.page_size), "properties": modified_property(object_type),
+                  "archived": "true" if archived else "false"}
+        what = f"archived {object_type}" if archived else object_type
         cursors: set[str] = set()
         page = 0
         while True:
@@ -167,10 +215,10 @@ class HubSpotConnector:
             try:
                 body = self.http.get_json(url, params)
             except HttpFailure as exc:
-                raise SourceError(self.name, self._listing_reason(object_type, page, exc)) from None
+                raise SourceError(self.name, self._listing_reason(what, page, exc)) from None
             results = body.get("results") if isinstance(body, dict) else None
             if not isinstance(results, list):
-                raise SourceError(self.name, f"listing {object_type}, page {page}: the answer has no 'results' list")
+                raise SourceError(self.name, f"listing {what}, page {page}: the answer has no 'results' list")
             yield from results
             paging = body.get("paging")
             after = paging.get("next", {}).get("after") if isinstance(paging, dict) and isinstance(paging.get("next"), dict) else None
@@ -178,7 +226,7 @@ class HubSpotConnector:
                 return
             after = str(after)
             if after in cursors:
-                raise SourceError(self.name, f"listing {object_type}: the API returned cursor {after!r} twice (paging loop)")
+                raise SourceError(self.name, f"listing {what}: the API returned cursor {after!r} twice (paging loop)")
             cursors.add(after)
             params = {**params, "after": after}
 
@@ -208,6 +256,106 @@ class HubSpotConnector:
             uri=self.record_url(object_type, str(record_id)),
             modified_at=_parse_time(updated),
         )
+
+    # ------------------------------------------------------------------ changes
+
+    def high_water_mark(self) -> str:
+        """The client's UTC now minus `cursor_margin` (clock skew), as ISO 8601 with milliseconds."""
+        return _iso(self._clock() - self.cursor_margin)
+
+    def list_changes(self, since: str) -> ChangeListing:
+        """Records modified and records archived at or after `since` minus `change_overlap`."""
+        start = _parse_cursor(since)
+        if start is None:
+            raise SourceError(self.name, f"the stored cursor {since!r} is not a time; run with a full listing")
+        return ChangeListing(changes=self._changes(start - self.change_overlap), present_ids=None)
+
+    def _changes(self, threshold: datetime) -> Iterator[DocRef | Deletion]:
+        self.skipped.clear()
+        seen: set[str] = set()  # a listing never repeats a document, not even as a ref and a deletion
+        for object_type in self.objects:
+            for record in self._search(object_type, _millis(threshold)):
+                ref = self._ref(object_type, record)
+                if ref is not None and ref.doc_id not in seen:
+                    seen.add(ref.doc_id)
+                    yield ref
+        for object_type in self.objects:
+            for record in self._pages(object_type, archived=True):
+                record_id = record.get("id") if isinstance(record, dict) else None
+                if not isinstance(record_id, (str, int)) or isinstance(record_id, bool) or str(record_id) == "":
+                    self._skip("?", f"an archived {object_type} record has no id")
+                    continue
+                archived_at = record.get("archivedAt")
+                moment = _parse_time(archived_at) if isinstance(archived_at, str) else None
+                if moment is not None and _aware(moment) < threshold:
+                    continue  # archived before the window: an earlier run deleted it
+                doc_id = f"{object_type}/{record_id}"
+                if doc_id not in seen:  # (archived while this listing ran: the next run reports it)
+                    seen.add(doc_id)
+                    yield Deletion(doc_id)
+
+    def _search(self, object_type: str, floor: int) -> Iterator[Any]:
+        """Live records of one type modified at or after `floor` (epoch millis), oldest first.
+
+        At the search's result ceiling the search restarts from the last modified date seen (so
+        records sharing it come again: the caller drops repeated ids). Each restart must move that
+        date forward, which bounds the loop; 10,000 records modified in the same millisecond end it
+        with a SourceError.
+        """
+        url = f"{self.base_url}/crm/v3/objects/{object_type}/search"
+        prop = modified_property(object_type)
+        page = 0
+        while True:
+            after, newest = 0, None
+            while True:  # the pages of one search: at most search_ceiling / page_size + 1
+                page += 1
+                query: dict[str, Any] = {
+                    "filterGroups": [{"filters": [{"propertyName": prop, "operator": "GTE", "value": str(floor)}]}],
+                    "sorts": [{"propertyName": prop, "direction": "ASCENDING"}],
+                    "properties": [prop],
+                    "limit": self.page_size,
+                }
+                if after:
+                    query["after"] = str(after)
+                try:
+                    body = self.http.post_json(url, query, limiter=self.search_limiter)
+                except PermanentStatus as exc:
+                    if exc.status == 400 and after > 0:  # the ceiling, where it is lower than we were told
+                        log.info("search of %s refused after=%d (%s); searching again from the last date seen",
+                                 object_type, after, exc.reason)
+                        break
+                    raise SourceError(self.name, self._listing_reason(f"changes of {object_type}", page, exc)) from None
+                except HttpFailure as exc:
+                    raise SourceError(self.name, self._listing_reason(f"changes of {object_type}", page, exc)) from None
+                results = body.get("results") if isinstance(body, dict) else None
+                if not isinstance(results, list):
+                    raise SourceError(self.name, f"listing changes of {object_type}, page {page}: "
+                                                 "the answer has no 'results' list")
+                for record in results:
+                    moment = _record_millis(record, prop)
+                    if moment is not None and (newest is None or moment > newest):
+                        newest = moment
+                    yield record
+                paging = body.get("paging")
+                nxt = paging.get("next") if isinstance(paging, dict) else None
+                token = nxt.get("after") if isinstance(nxt, dict) else None
+                if token is None or token == "":
+                    return
+                try:
+                    next_after = int(token)
+                except (TypeError, ValueError):
+                    raise SourceError(self.name, f"listing changes of {object_type}: the search returned "
+                                                 f"a paging offset {token!r} that is not a number") from None
+                if next_after <= after:
+                    raise SourceError(self.name, f"listing changes of {object_type}: the search returned "
+                                                 f"offset {next_after} after {after} (paging loop)")
+                if next_after >= self.search_ceiling:
+                    break
+                after = next_after
+            if newest is None or newest <= floor:
+                raise SourceError(self.name, f"listing changes of {object_type}: more records than the search "
+                                             "can page through share one last-modified date; run with a full listing")
+            floor = newest
 
     def _skip(self, doc_id: str, reason: str) -> None:
         log.warning("skipping %s: %s", doc_id, reason)
@@ -328,3 +476,44 @@ def _parse_time(value: str) -> datetime | None:
         return datetime.fromisoformat(value)
     except ValueError:
         return None
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _iso(moment: datetime) -> str:
+    moment = _aware(moment).astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _millis(moment: datetime) -> int:
+    return int(_aware(moment).timestamp() * 1000)
+
+
+def _from_text(value: str) -> datetime | None:
+    """An ISO 8601 time or epoch milliseconds (HubSpot uses both) -> aware datetime."""
+    value = value.strip()
+    if value.isdigit():
+        try:
+            return datetime.fromtimestamp(int(value) / 1000, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    moment = _parse_time(value)
+    return None if moment is None else _aware(moment)
+
+
+def _parse_cursor(value: str) -> datetime | None:
+    return _from_text(value) if isinstance(value, str) else None
+
+
+def _record_millis(record: Any, prop: str) -> int | None:
+    """A search result's last-modified date in epoch millis, if it has a readable one."""
+    if not isinstance(record, dict):
+        return None
+    properties = record.get("properties")
+    value = properties.get(prop) if isinstance(properties, dict) else None
+    if not isinstance(value, str) or not value:
+        value = record.get("updatedAt")
+    moment = _from_text(value) if isinstance(value, str) and value else None
+    return None if moment is None else _millis(moment)

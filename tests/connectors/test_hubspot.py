@@ -14,6 +14,7 @@ from connectors.http import RateLimiter, retry_after_seconds
 from connectors.hubspot import HubSpotConnector, html_to_text
 from ragline import parsers
 from ragline.errors import ConfigError, FetchError, SourceError
+from ragline.types import Deletion, DocRef, IncrementalConnector
 from tests.connectors.contract import ConnectorContract, listing
 from tests.support.crm_server import OBJECT_TYPES, CrmServer
 
@@ -33,7 +34,7 @@ def connect(crm):
 
     def make(**overrides) -> HubSpotConnector:
         options = {"base_url": crm.url, "token": TOKEN, "requests_per_second": 0, "backoff": 0.02,
-                   "max_retry_time": 20.0}
+                   "max_retry_time": 20.0, "search_requests_per_second": 0, "clock": crm.now}
         options.update(overrides)
         connector = HubSpotConnector("hubspot", **options)
         made.append(connector)
@@ -392,4 +393,183 @@ def test_a_listing_that_fails_midway_leaves_no_listing_in_the_ledger(crm, connec
         with ledger.engine.connect() as conn:
             assert conn.execute(select(func.count()).select_from(listing_table)).scalar() == 0
     finally:
+        ledger.close()
+
+
+# --------------------------------------------------------------------------- changes since a cursor
+
+
+def changes(connector, since) -> tuple[dict[str, DocRef], set[str]]:
+    """(refs by doc_id, ids reported deleted) of one list_changes, checking it never repeats a document."""
+    found = connector.list_changes(since)
+    assert found.present_ids is None  # partial: only reported deletions delete
+    items = list(found.changes)
+    ids = [item.doc_id for item in items]
+    assert len(ids) == len(set(ids)), "a listing must not repeat a document"
+    return ({i.doc_id: i for i in items if isinstance(i, DocRef)},
+            {i.doc_id for i in items if isinstance(i, Deletion)})
+
+
+def millis(moment: datetime) -> str:
+    return str(int(moment.timestamp() * 1000))
+
+
+def test_the_connector_lists_changes(connect):
+    assert isinstance(connect(), IncrementalConnector)
+
+
+def test_the_cursor_is_the_clock_minus_the_margin_in_iso(crm, connect):
+    connector = connect()
+    now = crm.now()
+    assert connector.high_water_mark() == (now - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    with pytest.raises(SourceError, match="not a time"):
+        connector.list_changes("yesterday")
+
+
+def test_changes_are_the_updated_created_and_archived_records_since_the_cursor(crm, connect):
+    contacts = crm.add_many("contacts", 40)
+    deals = crm.add_many("deals", 30)
+    notes = crm.add_many("notes", 30)
+    connector = connect()
+    before = listing(connector)
+    cursor = connector.high_water_mark()  # what the pipeline stores: read before the changes below
+
+    crm.update("contacts", contacts[3], firstname="Adele")
+    crm.update("deals", deals[0], amount="990")
+    crm.update("notes", notes[29], hs_note_body="rewritten")
+    crm.archive("contacts", contacts[7])
+    crm.archive("notes", notes[1])
+    created = crm.add("deals", {"dealname": "Fresh"})
+    crm.clear_log()
+    refs, gone = changes(connector, cursor)
+
+    changed = {d for d, ref in refs.items() if d not in before or before[d].fingerprint != ref.fingerprint}
+    assert changed == {f"contacts/{contacts[3]}", f"deals/{deals[0]}", f"notes/{notes[29]}", f"deals/{created}"}
+    assert gone == {f"contacts/{contacts[7]}", f"notes/{notes[1]}"}
+    # The seeded records were modified within the overlap window: they come again, unchanged.
+    repeated = set(refs) - changed
+    assert repeated and repeated <= set(before) - gone
+    # Every search is the HubSpot shape, starting 10 minutes before the cursor.
+    searches = [r for r in crm.requests if r.method == "POST"]
+    assert {r.path.rsplit("/", 2)[-2] for r in searches} == set(OBJECT_TYPES)
+    threshold = millis(datetime.fromisoformat(cursor) - timedelta(minutes=10))
+    for r in searches:
+        assert r.path.endswith("/search") and r.status == 200
+        prop = r.body["sorts"][0]["propertyName"]
+        assert r.body["filterGroups"] == [{"filters": [{"propertyName": prop, "operator": "GTE", "value": threshold}]}]
+        assert r.body["sorts"] == [{"propertyName": prop, "direction": "ASCENDING"}] and r.body["properties"] == [prop]
+    assert {r.param("archived") for r in crm.requests if r.method == "GET"} == {"true"}
+
+
+def test_records_older_than_the_window_are_not_listed_again(crm, connect):
+    notes = crm.add_many("notes", 20)
+    crm.archive("notes", notes[0])  # archived long ago: an earlier run deleted it
+    crm.advance(timedelta(hours=2))
+    connector = connect(objects=("notes",))
+    cursor = connector.high_water_mark()
+    crm.update("notes", notes[5], hs_note_body="new text")
+    refs, gone = changes(connector, cursor)
+    assert set(refs) == {f"notes/{notes[5]}"} and gone == set()
+
+
+@pytest.mark.parametrize("told", [True, False], ids=["ceiling-configured", "ceiling-found-by-400"])
+def test_a_search_past_the_result_ceiling_restarts_from_the_last_date_seen(crm, connect, told):
+    crm.search_ceiling = 250  # HubSpot's is 10,000
+    ids = crm.add_many("notes", 700)
+    crm.advance(timedelta(hours=1))
+    connector = connect(objects=("notes",), **({"search_ceiling": 250} if told else {}))
+    cursor = connector.high_water_mark()
+    for record_id in ids[:650]:
+        crm.update("notes", record_id, hs_note_body=f"second version of {record_id}")
+    refs, gone = changes(connector, cursor)
+    assert set(refs) == {f"notes/{i}" for i in ids[:650]} and gone == set()
+
+    searches = [r for r in crm.requests if r.method == "POST"]
+    floors = list(dict.fromkeys(r.filter_value() for r in searches))
+    assert len(floors) == 3 and floors == sorted(floors, key=int)  # two restarts, each from a later date
+    assert [r.status for r in searches].count(400) == (0 if told else 2)
+    assert all(int(r.body.get("after") or 0) < 250 for r in searches if r.status == 200)
+
+
+def test_a_429_during_search_waits_out_retry_after(crm, connect):
+    ids = crm.add_many("deals", 250)
+    connector = connect(objects=("deals",))
+    cursor = connector.high_water_mark()  # all 250 are inside the overlap window
+    crm.rate_limit(0.5, retry_after="0.4", limit=2)
+    refs, _ = changes(connector, cursor)
+    assert set(refs) == {f"deals/{i}" for i in ids}
+    log = crm.requests
+    throttled = [i for i, r in enumerate(log) if r.status == 429]
+    assert len(throttled) == 2 and all(log[i].method == "POST" for i in throttled)
+    for i in throttled:
+        assert log[i + 1].t - log[i].t >= 0.4
+        assert (log[i + 1].method, log[i + 1].path, log[i + 1].body) == ("POST", log[i].path, log[i].body)
+
+
+def test_a_search_page_that_keeps_failing_raises_source_error(crm, connect):
+    crm.add_many("notes", 150)
+    connector = connect(objects=("notes",), max_attempts=3)
+    cursor = connector.high_water_mark()
+    crm.fail_next(10, skip=1)  # the first page answers, the second never does
+    with pytest.raises(SourceError) as info:
+        changes(connector, cursor)
+    reason = info.value.reason
+    assert "changes of notes, page 2" in reason and "POST" in reason and "server error (500)" in reason
+    assert "3 attempt" in reason and "incomplete" in reason and TOKEN not in reason
+
+
+@pytest.mark.model
+def test_an_incremental_sync_through_the_pipeline(crm, connect, tmp_path, embedder, chunker):
+    from ragline.ledger import Ledger
+    from ragline.pipeline import sync_source
+    from stores.qdrant import QdrantStore
+
+    notes = [crm.add("notes", {"hs_note_body": f"Note {i}: the kayak shed {i} opens at {i + 7} am."}) for i in range(5)]
+    deals = [crm.add("deals", {"dealname": f"Paddle order {i}", "amount": str(100 * i)}) for i in range(4)]
+    crm.advance(timedelta(hours=1))  # the seeded records lie before the first cursor's overlap window
+    connector = connect(objects=("deals", "notes"))
+    store = QdrantStore(path=tmp_path / "qdrant")
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+
+    def sync():
+        return sync_source(connector, store=store, ledger=ledger, embedder=embedder, chunker=chunker)
+
+    def indexed() -> dict[str, set[str]]:
+        texts: dict[str, set[str]] = {}
+        for _, payload in store.iter_points():
+            texts.setdefault(payload["doc_id"], set()).add(payload["text"])
+        return texts
+
+    try:
+        first = sync()
+        assert (first.listing, first.added, first.status) == ("complete", 9, "ok")
+        assert first.cursor == ledger.cursor("hubspot")
+
+        crm.update("notes", notes[0], hs_note_body="Note 0: the kayak shed now opens at noon.")
+        crm.update("deals", deals[1], amount="12345")
+        crm.archive("notes", notes[2])
+        crm.archive("deals", deals[3])
+        fresh = crm.add("notes", {"hs_note_body": "A new note about paddle boards."})
+        second = sync()
+        assert second.listing == "changes" and second.status == "ok"
+        # Only the changes were listed (the seeded records lie outside the window); the rest count as unchanged.
+        assert (second.added, second.updated, second.unchanged, second.deleted) == (1, 2, 5, 2)
+        assert second.chunks_embedded == 3
+        assert second.cursor == ledger.cursor("hubspot") != first.cursor
+
+        live = {f"notes/{i}" for i in (*notes[:2], *notes[3:], fresh)} | {f"deals/{i}" for i in deals[:3]}
+        texts = indexed()
+        assert set(texts) == live
+        for doc_id in live:
+            assert len(texts[doc_id]) == ledger.document("hubspot", doc_id).chunk_count
+        assert any("opens at noon" in t for t in texts[f"notes/{notes[0]}"])
+        assert not any("opens at 7 am" in t for t in texts[f"notes/{notes[0]}"])
+
+        # The overlap window brings the second run's changes again: they compare equal, nothing is redone.
+        third = sync()
+        assert third.listing == "changes"
+        assert (third.added, third.updated, third.unchanged, third.deleted, third.chunks_embedded) == (0, 0, 8, 0, 0)
+        assert set(indexed()) == live
+    finally:
+        store.close()
         ledger.close()

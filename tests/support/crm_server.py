@@ -12,8 +12,18 @@ Endpoints (bearer auth, else 401):
     GET /crm/v3/objects/{type}?limit=&after=&properties=a,b&archived=false|true
         -> {"results": [...], "paging": {"next": {"after": "<id>", "link": "<url>"}}}  (no paging on the last page)
     GET /crm/v3/objects/{type}/{id}?properties=&associations=a,b  -> one record; 404 when missing or archived
+    POST /crm/v3/objects/{type}/search  {"filterGroups": [{"filters": [{"propertyName", "operator", "value"}]}],
+                                         "sorts": [{"propertyName", "direction"}], "properties": [...],
+                                         "limit": n, "after": "<offset>"}
+        -> {"total": N, "results": [...], "paging": {"next": {"after": "<offset>"}}}  (live records only)
+        Filter groups are ORed, filters within a group ANDed; operators EQ NEQ GT GTE LT LTE. Date
+        properties (createdate and the type's last-modified property) compare as epoch millis.
+        Like HubSpot, `after` is an offset and the search refuses to page past `search_ceiling`
+        results (10,000): a request with after >= the ceiling answers 400.
 
-Paging cursors are record ids (the listing is in id order, `after` = last id of the page), so records
+`archived=true` on the listing lists archived records instead, each with `archivedAt`.
+
+Listing paging cursors are record ids (the listing is in id order, `after` = last id of the page), so records
 added, changed or archived during a listing never shift other records across pages.
 Binds 127.0.0.1 on an ephemeral port; stdlib only.
 """
@@ -32,6 +42,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 OBJECT_TYPES = ("contacts", "companies", "deals", "tickets", "notes")
 MAX_LIMIT = 100
+SEARCH_MAX_LIMIT = 200
+SEARCH_OPERATORS = ("EQ", "NEQ", "GT", "GTE", "LT", "LTE")
 
 # What HubSpot returns when no `properties` are asked for.
 DEFAULT_PROPERTIES = {
@@ -56,6 +68,14 @@ def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+def _millis(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _bad_request(message: str) -> tuple[int, dict[str, str], Any]:
+    return 400, {}, {"status": "error", "message": message, "category": "VALIDATION_ERROR"}
+
+
 @dataclass
 class LoggedRequest:
     t: float  # time.monotonic() when the request line arrived
@@ -66,10 +86,19 @@ class LoggedRequest:
     status: int
     retry_after: str | None = None
     authorized: bool = True
+    body: Any = None  # decoded JSON body of a POST
 
     def param(self, name: str) -> str | None:
         values = self.query.get(name)
         return values[0] if values else None
+
+    def filter_value(self) -> str | None:
+        """The value of a search's first filter (where its window starts)."""
+        try:
+            return self.body["filterGroups"][0]["filters"][0]["value"]
+        except (TypeError, KeyError, IndexError):
+            return None
+
 
 
 @dataclass
@@ -86,12 +115,14 @@ class _Record:
 
 
 class CrmServer:
-    def __init__(self, token: str = "crm-test-token"):
+    def __init__(self, token: str = "crm-test-token", *, search_ceiling: int = 10_000, start: datetime | None = None):
         self.token = token
+        self.search_ceiling = search_ceiling  # the search answers 400 for after >= this (HubSpot: 10,000)
         self._lock = threading.Lock()
         self._records: dict[str, dict[str, _Record]] = {t: {} for t in OBJECT_TYPES}
         self._next_id = 1000
-        self._clock = datetime(2024, 1, 1, tzinfo=UTC)
+        # The server's clock: wall time when it was made (or `start`), then 1.001 s more per change.
+        self._clock = start or datetime.now(UTC).replace(microsecond=0)
         self._log: list[LoggedRequest] = []
         self._429_share = 0.0
         self._429_due = 0.0
@@ -142,6 +173,16 @@ class CrmServer:
     def _tick(self) -> datetime:
         self._clock += timedelta(milliseconds=1001)  # distinct timestamps for every change
         return self._clock
+
+    def now(self) -> datetime:
+        """The server's clock (it only moves with changes and `advance`); a connector's clock in tests."""
+        with self._lock:
+            return self._clock
+
+    def advance(self, delta: timedelta) -> None:
+        """Let time pass on the server's clock."""
+        with self._lock:
+            self._clock += delta
 
     def add(self, object_type: str, properties: Mapping[str, Any] | None = None, *,
             associations: Mapping[str, Sequence[str]] | None = None, owner: str | None = None) -> str:
@@ -286,8 +327,9 @@ class CrmServer:
             del body["id"]
         return body
 
-    def handle(self, path: str, query: dict[str, list[str]], headers: Mapping[str, str]) -> tuple[int, dict[str, str], Any]:
-        """(status, headers, body) for one GET; body is JSON-able or bytes (sent as text/html)."""
+    def handle(self, path: str, query: dict[str, list[str]], headers: Mapping[str, str], *,
+               method: str = "GET", body: Any = None) -> tuple[int, dict[str, str], Any]:
+        """(status, headers, body) for one request; body is JSON-able or bytes (sent as text/html)."""
         with self._lock:
             if headers.get("authorization") != f"Bearer {self.token}":
                 return 401, {}, {"status": "error", "category": "INVALID_AUTHENTICATION",
@@ -296,6 +338,11 @@ class CrmServer:
             if fault:
                 return fault
             parts = [p for p in path.split("/") if p]
+            if method == "POST":
+                if len(parts) == 5 and parts[:3] == ["crm", "v3", "objects"] and parts[3] in OBJECT_TYPES \
+                        and parts[4] == "search":
+                    return self._search(parts[3], body)
+                return 404, {}, {"status": "error", "message": f"no route for POST {path}", "category": "OBJECT_NOT_FOUND"}
             if len(parts) not in (4, 5) or parts[:3] != ["crm", "v3", "objects"] or parts[3] not in OBJECT_TYPES:
                 return 404, {}, {"status": "error", "message": f"no route for {path}", "category": "OBJECT_NOT_FOUND"}
 
@@ -338,6 +385,75 @@ class CrmServer:
                                            "link": f"{origin}/crm/v3/objects/{object_type}?{urlencode(link_query)}"}}
             return 200, {}, body
 
+    def _search(self, object_type: str, body: Any) -> tuple[int, dict[str, str], Any]:
+        """POST /crm/v3/objects/{type}/search (under the lock)."""
+        if not isinstance(body, dict):
+            return _bad_request("the request body must be a JSON object")
+        try:
+            limit = int(body.get("limit", 10))
+            offset = int(body.get("after") or 0)
+        except (TypeError, ValueError):
+            return _bad_request("limit and after must be integers")
+        if limit < 1 or offset < 0:
+            return _bad_request("limit must be positive and after not negative")
+        if offset >= self.search_ceiling:
+            return _bad_request(f"The search cannot page past {self.search_ceiling} results "
+                                f"(after={offset}); narrow the filters instead")
+        groups = body.get("filterGroups") or []
+        sorts = body.get("sorts") or []
+        if not isinstance(groups, list) or not isinstance(sorts, list):
+            return _bad_request("filterGroups and sorts must be lists")
+        try:
+            matchers = [[self._filter(object_type, f) for f in group.get("filters", [])] for group in groups]
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            return _bad_request(f"bad filter: {exc!r}")
+        rows = [r for r in self._sorted(object_type)
+                if not r.archived and (not matchers or any(all(m(r) for m in group) for group in matchers))]
+        for sort in reversed(sorts):  # stable sorts: the first sort is the primary key
+            if not isinstance(sort, dict) or sort.get("direction", "ASCENDING") not in ("ASCENDING", "DESCENDING"):
+                return _bad_request("a sort needs a propertyName and direction ASCENDING or DESCENDING")
+            name = str(sort.get("propertyName"))
+            rows.sort(key=lambda r, n=name: self._sort_key(r, n), reverse=sort.get("direction") == "DESCENDING")
+        end = min(offset + min(limit, SEARCH_MAX_LIMIT), self.search_ceiling)
+        page = rows[offset:end]
+        properties = body.get("properties") or None
+        answer: dict[str, Any] = {"total": len(rows), "results": [self._render(r, properties) for r in page]}
+        if end < len(rows):
+            answer["paging"] = {"next": {"after": str(end)}}
+        return 200, {}, answer
+
+    @staticmethod
+    def _value(record: _Record, name: str) -> Any:
+        """A property as the search compares it: dates as epoch millis, the id as a number, else text."""
+        if name == modified_property(record.object_type):
+            return _millis(record.updated)
+        if name == "createdate":
+            return _millis(record.created)
+        if name == "hs_object_id":
+            return int(record.id)
+        return record.properties.get(name)
+
+    def _sort_key(self, record: _Record, name: str) -> tuple[Any, ...]:
+        value = self._value(record, name)
+        return (value is None, value if isinstance(value, int) else str(value or ""), int(record.id))
+
+    def _filter(self, object_type: str, spec: Mapping[str, Any]) -> Callable[[_Record], bool]:
+        name, operator, wanted = spec["propertyName"], spec["operator"], spec.get("value")
+        if operator not in SEARCH_OPERATORS:
+            raise ValueError(f"unknown operator {operator!r}")
+
+        def match(record: _Record) -> bool:
+            value = self._value(record, name)
+            if value is None:
+                return operator == "NEQ"
+            other: Any = int(wanted) if isinstance(value, int) else str(wanted)
+            return {"EQ": value == other, "NEQ": value != other, "GT": value > other, "GTE": value >= other,
+                    "LT": value < other, "LTE": value <= other}[operator]
+
+        if name in (modified_property(object_type), "createdate", "hs_object_id"):
+            int(wanted)  # a date or an id compared with something that is not a number: 400
+        return match
+
     def record_request(self, entry: LoggedRequest) -> None:
         with self._lock:
             self._log.append(entry)
@@ -350,12 +466,25 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
 
     def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def _serve(self, method: str) -> None:
         arrived = time.monotonic()
         split = urlsplit(self.path)
         query = parse_qs(split.query, keep_blank_values=True)
         headers = {k.lower(): v for k, v in self.headers.items()}
+        sent: Any = None
+        if method == "POST":
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            try:
+                sent = json.loads(raw) if raw else None
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                sent = None  # answered 400 by handle()
         try:
-            status, extra, body = self.crm.handle(split.path, query, headers)
+            status, extra, body = self.crm.handle(split.path, query, headers, method=method, body=sent)
         except Exception as exc:  # noqa: BLE001 - a bug in the fake must show up as a 500, not a hung client
             status, extra, body = 500, {}, {"status": "error", "message": f"fake server bug: {exc!r}"}
         if isinstance(body, bytes):
@@ -364,8 +493,8 @@ class _Handler(BaseHTTPRequestHandler):
             data, content_type = json.dumps(body).encode(), "application/json;charset=utf-8"
         # Logged before the answer goes out, so a client that has its answer always finds it in the log.
         self.crm.record_request(LoggedRequest(
-            t=arrived, t_answered=time.monotonic(), method="GET", path=split.path, query=query, status=status,
-            retry_after=extra.get("Retry-After"), authorized=status != 401,
+            t=arrived, t_answered=time.monotonic(), method=method, path=split.path, query=query, status=status,
+            retry_after=extra.get("Retry-After"), authorized=status != 401, body=sent,
         ))
         self.send_response(status)
         self.send_header("Content-Type", content_type)
