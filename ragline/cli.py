@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,11 +26,10 @@ from ragline.offline import enforce_offline
 enforce_offline()
 
 from query.search import parse_filters, search  # noqa: E402
-from ragline.components import Components, local_connector, open_components  # noqa: E402
-from ragline.sources import DEFAULT_CONFIG, SourceConfig, build_connector, describe, load_sources  # noqa: E402
-from ragline.types import Connector  # noqa: E402
+from ragline.components import configured_sources, connectors_for, open_components  # noqa: E402
+from ragline.sources import build_connector, describe  # noqa: E402
 from ragline.config import Settings  # noqa: E402
-from ragline.errors import MassDeleteRefused, RaglineError, SourceError  # noqa: E402
+from ragline.errors import MassDeleteRefused, RaglineError, SourceBusy, SourceError  # noqa: E402
 from ragline.pipeline import RunReport, SyncOptions, sync_source  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Incremental document ingestion into Qdrant.")
@@ -42,13 +42,16 @@ EXIT_RUN_ABORTED = 3
 
 DataDir = Annotated[
     Path | None,
-    typer.Option("--data-dir", envvar="RAGLINE_DATA_DIR", help="Where the embedded store and ledger live [default: ./.ragline]"),
+    typer.Option("--data-dir", envvar="RAGLINE_DATA_DIR", help="Where the embedded store and ledger live \\[default: ./.ragline]"),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON object.")]
-Collection = Annotated[str | None, typer.Option("--collection", help="Qdrant collection [default: ragline]")]
+Collection = Annotated[str | None, typer.Option("--collection", help="Qdrant collection \\[default: ragline]")]
+WaitForLock = Annotated[
+    float, typer.Option("--wait-for-lock", min=0, help="Seconds to wait while another run of a source holds it \\[default: 0, exit].")
+]
 ConfigFile = Annotated[
     Path | None,
-    typer.Option("--config", envvar="RAGLINE_CONFIG", help="Sources file [default: ./ragline.yaml if present]"),
+    typer.Option("--config", envvar="RAGLINE_CONFIG", help="Sources file \\[default: ./ragline.yaml if present]"),
 ]
 
 
@@ -79,36 +82,6 @@ class _RichProgress:
     def advance(self, doc_id: str, action: str) -> None:
         if self.task is not None:
             self.progress.update(self.task, advance=1, description=f"{action}: {doc_id[-40:]}")
-
-
-def _configured_sources(config: Path | None) -> dict[str, SourceConfig]:
-    """Sources of the config file: the one given, else ./ragline.yaml if it exists, else none."""
-    if config is not None:
-        return load_sources(config)
-    return load_sources(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else {}
-
-
-def _connectors_to_sync(components: Components, folder: Path | None, source: str | None,
-                        include: list[str], exclude: list[str], config: Path | None) -> list[Connector]:
-    settings = components.settings
-    if folder is not None:
-        return [local_connector(settings, folder, name=source, include=include, exclude=exclude)]
-    configured = _configured_sources(config)
-    known_local = {s["name"]: s["location"] for s in components.ledger.sources() if s["kind"] == "local"}
-    if source is not None:
-        if source in configured:
-            return [build_connector(source, configured[source])]
-        if source in known_local:
-            return [local_connector(settings, known_local[source], name=source, include=include, exclude=exclude)]
-        raise RaglineError(
-            f"no source named {source!r} in the config file or in {settings.data_dir}; "
-            "give its folder (ragline ingest FOLDER) or add it to ragline.yaml"
-        )
-    if configured:
-        return [build_connector(name, cfg) for name, cfg in configured.items()]
-    if known_local:
-        return [local_connector(settings, loc, name=name, include=include, exclude=exclude) for name, loc in known_local.items()]
-    raise RaglineError("nothing to ingest: give a folder (ragline ingest FOLDER) or a config file (--config)")
 
 
 def _print_report(report: RunReport) -> None:
@@ -142,13 +115,14 @@ def _print_report(report: RunReport) -> None:
 @app.command()
 def ingest(
     folder: Annotated[Path | None, typer.Argument(help="Folder to index; omit to re-sync every known source.")] = None,
-    source: Annotated[str | None, typer.Option("--source", help="Source name [default: the folder's name].")] = None,
+    source: Annotated[str | None, typer.Option("--source", help="Source name \\[default: the folder's name].")] = None,
     include: Annotated[list[str], typer.Option("--include", help="Glob of files to take, repeatable.")] = [],
     exclude: Annotated[list[str], typer.Option("--exclude", help="Glob of files to leave out, repeatable.")] = [],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
     allow_mass_delete: Annotated[bool, typer.Option("--allow-mass-delete", help="Allow deleting more than the max share of a source.")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Retry documents that failed before even if unchanged.")] = False,
     full_listing: Annotated[bool, typer.Option("--full-listing", help="List every document even where a cursor allows listing only changes.")] = False,
+    wait_for_lock: WaitForLock = 0.0,
     chunk_tokens: Annotated[int | None, typer.Option("--chunk-tokens", help="Chunk size in model tokens.")] = None,
     overlap_tokens: Annotated[int | None, typer.Option("--overlap-tokens", help="Overlap between chunks in tokens.")] = None,
     config: ConfigFile = None,
@@ -157,16 +131,26 @@ def ingest(
     as_json: JsonFlag = False,
 ) -> None:
     """Sync FOLDER, or the sources of the config file; only what changed since the last run is processed."""
+    _run_syncs(
+        lambda settings: SyncOptions(dry_run=dry_run, allow_mass_delete=allow_mass_delete, retry_failed=retry_failed,
+                                     full_listing=full_listing, max_delete_share=settings.max_delete_share,
+                                     flush_chunks=settings.flush_chunks, lock_wait_seconds=wait_for_lock),
+        dict(data_dir=data_dir, collection=collection, chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens),
+        dict(folder=folder, source=source, config=config, include=include, exclude=exclude),
+        as_json,
+    )
+
+
+def _run_syncs(make_options, setting_overrides: dict[str, Any], scope: dict[str, Any], as_json: bool) -> None:
+    """Sync each source in `scope` in turn; print the reports; exit with the documented code."""
     try:
-        settings = _settings(data_dir=data_dir, collection=collection, chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens)
-        options = SyncOptions(dry_run=dry_run, allow_mass_delete=allow_mass_delete, retry_failed=retry_failed,
-                              full_listing=full_listing,
-                              max_delete_share=settings.max_delete_share, flush_chunks=settings.flush_chunks)
+        settings = _settings(**setting_overrides)
+        options = make_options(settings)
         reports: list[RunReport] = []
         refused: list[str] = []
         source_errors: list[str] = []
         with open_components(settings) as components:
-            for connector in _connectors_to_sync(components, folder, source, include, exclude, config):
+            for connector in connectors_for(components, **scope):
                 with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                               console=err, disable=as_json or not err.is_terminal, transient=True) as bar:
                     try:
@@ -175,7 +159,7 @@ def ingest(
                                                    options=options, progress=_RichProgress(bar)))
                     except MassDeleteRefused as exc:
                         refused.append(str(exc))
-                    except SourceError as exc:  # the source failed: its listing was incomplete, so nothing was deleted
+                    except (SourceError, SourceBusy) as exc:  # nothing of this source was deleted; the next run resumes
                         source_errors.append(str(exc))
                     finally:
                         getattr(connector, "close", lambda: None)()
@@ -199,13 +183,59 @@ def ingest(
         for message in refused:
             err.print(f"[bold red]refused:[/] {message}", highlight=False)
         for message in source_errors:
-            err.print(f"[bold red]source failed (nothing deleted; the next run resumes):[/] {message}", highlight=False)
+            err.print(f"[bold red]source not synced (nothing deleted; the next run resumes):[/] {message}", highlight=False)
     if refused or source_errors:
         raise typer.Exit(EXIT_NOTHING_DONE)
     if failed:
         if not as_json:
             err.print(f"[red]{sum(r.failed for r in reports)} document(s) failed; see above.[/]")
         raise typer.Exit(EXIT_FAILED_DOCUMENTS)
+
+
+def _when(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise RaglineError(f"{option} {value!r} is not an ISO date or time (e.g. 2026-01-31 or 2026-01-31T12:00)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@app.command()
+def backfill(
+    source: Annotated[str | None, typer.Option("--source", help="Source to backfill \\[default: every source].")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only documents modified at or after this (ISO date/time, UTC if no zone).")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Only documents modified before this.")] = None,
+    full_reindex: Annotated[bool, typer.Option("--full-reindex", help="Re-ingest every document of the source.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
+    wait_for_lock: WaitForLock = 0.0,
+    config: ConfigFile = None,
+    collection: Collection = None,
+    data_dir: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Re-ingest a source's documents modified in [--since, --until), or all of them with --full-reindex.
+
+    A windowed backfill lists only its window: it deletes nothing and leaves the source's cursor alone.
+    """
+    try:
+        window = (_when(since, "--since"), _when(until, "--until"))
+        if full_reindex and window != (None, None):
+            raise RaglineError("--full-reindex re-ingests everything; it takes no --since/--until")
+        if not full_reindex and window == (None, None):
+            raise RaglineError("give a window (--since and/or --until) or --full-reindex")
+    except RaglineError as exc:
+        raise _fail(str(exc), as_json) from None
+    _run_syncs(
+        lambda settings: SyncOptions(dry_run=dry_run, force=True, full_listing=full_reindex,
+                                     window=None if full_reindex else window,
+                                     max_delete_share=settings.max_delete_share, flush_chunks=settings.flush_chunks,
+                                     lock_wait_seconds=wait_for_lock),
+        dict(data_dir=data_dir, collection=collection),
+        dict(source=source, config=config),
+        as_json,
+    )
 
 
 @app.command("search")
@@ -319,7 +349,7 @@ CHECK_SAMPLE = 20
 def sources_list(config: ConfigFile = None, as_json: JsonFlag = False) -> None:
     """Name, kind and location of every configured source (no secrets, no connections)."""
     try:
-        configured = _configured_sources(config)
+        configured = configured_sources(config)
     except RaglineError as exc:
         raise _fail(str(exc), as_json) from None
     rows = [{"name": name, "kind": cfg.kind, "location": describe(cfg)} for name, cfg in configured.items()]
@@ -342,7 +372,7 @@ def sources_check(
     started = time.perf_counter()
     result: dict[str, Any] = {"name": name, "ok": False, "seen": 0, "sample": [], "error": None}
     try:
-        configured = _configured_sources(config)
+        configured = configured_sources(config)
         if name not in configured:
             raise RaglineError(f"no source named {name!r} in the config file")
         result["kind"] = configured[name].kind

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-
-from collections.abc import Sequence
 from pathlib import Path
 
 from chunkers.token_chunker import TokenChunker
 from connectors.local import LocalFolderConnector
-from ragline import parsers
 from embedders.sentence_transformer import SentenceTransformerEmbedder
+from ragline import parsers
 from ragline.config import Settings
+from ragline.errors import ConfigError
 from ragline.ledger import Ledger
+from ragline.sources import DEFAULT_CONFIG, SourceConfig, build_connector, load_sources
+from ragline.types import Connector
 from stores.qdrant import QdrantStore
 
 
@@ -85,3 +86,42 @@ def local_connector(
         accept=parsers.is_supported,
         max_file_bytes=settings.max_file_bytes,
     )
+
+
+def configured_sources(config: Path | None) -> dict[str, SourceConfig]:
+    """Sources of the config file: the one given, else ./ragline.yaml if it exists, else none."""
+    if config is not None:
+        return load_sources(config)
+    return load_sources(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else {}
+
+
+def connectors_for(
+    components: Components,
+    *,
+    folder: str | Path | None = None,
+    source: str | None = None,
+    config: Path | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> list[Connector]:
+    """What a sync covers: a folder given; else the named source (config file first, then a folder
+    indexed before); else every configured source, or every folder indexed before."""
+    settings = components.settings
+    if folder is not None:
+        return [local_connector(settings, folder, name=source, include=include, exclude=exclude)]
+    configured = configured_sources(config)
+    known_local = {s["name"]: s["location"] for s in components.ledger.sources() if s["kind"] == "local"}
+    if source is not None:
+        if source in configured:
+            return [build_connector(source, configured[source])]
+        if source in known_local:
+            return [local_connector(settings, known_local[source], name=source, include=include, exclude=exclude)]
+        raise ConfigError(
+            f"no source named {source!r} in the config file or in {settings.data_dir}; "
+            "give its folder (ragline ingest FOLDER) or add it to ragline.yaml"
+        )
+    if configured:
+        return [build_connector(name, cfg) for name, cfg in configured.items()]
+    if known_local:
+        return [local_connector(settings, loc, name=name, include=include, exclude=exclude) for name, loc in known_local.items()]
+    raise ConfigError("nothing to ingest: give a folder (ragline ingest FOLDER) or a config file (--config)")

@@ -7,6 +7,7 @@
     ├── DocumentError          one document cannot be indexed; it is quarantined, the run goes on
     │   ├── FetchError         the bytes could not be read
     │   └── ParseError         the bytes are not a readable document of their format
+    ├── SourceBusy             another run of the same source holds its lock
     ├── IndexMismatchError     the collection was built by another model or chunking
     └── MassDeleteRefused      a run would delete more than the allowed share of a source
 
@@ -47,6 +48,10 @@ class FetchError(DocumentError):
 
 class ParseError(DocumentError):
     pass
+
+
+class SourceBusy(RaglineError):
+    """Two runs of one source never overlap: the second one gets this instead of the lock."""
 
 
 class IndexMismatchError(RaglineError):

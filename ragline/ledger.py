@@ -15,7 +15,11 @@ the chunks exist and removes them.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +43,7 @@ from sqlalchemy import (
     event,
     exists,
     func,
+    true,
     inspect,
     insert,
     or_,
@@ -47,7 +52,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ragline.errors import ConfigError
+from ragline.errors import ConfigError, SourceBusy
 from ragline.types import Deletion, DocRef
 
 BATCH_ROWS = 1000
@@ -185,6 +190,47 @@ class Ledger:
     def close(self) -> None:
         self.engine.dispose()
 
+    # -- one run per source --------------------------------------------------------------------
+
+    @contextmanager
+    def source_lock(self, source: str, *, wait_seconds: float = 0.0) -> Iterator[None]:
+        """Hold the source's lock for a run. The lock dies with the process that holds it
+        (a PostgreSQL advisory lock on its own connection, or an flock on a file beside the
+        SQLite database), so a crashed run never blocks the next one."""
+        deadline = time.monotonic() + wait_seconds
+        key = int.from_bytes(hashlib.sha256(source.encode()).digest()[:8], "big", signed=True)
+        if self.engine.dialect.name == "postgresql":
+            conn = self.engine.connect()
+            try:
+                while not conn.execute(select(func.pg_try_advisory_lock(key))).scalar_one():
+                    self._wait_or_refuse(source, deadline)
+                try:
+                    yield
+                finally:
+                    conn.execute(select(func.pg_advisory_unlock(key)))
+            finally:
+                conn.close()
+            return
+        path = Path(self.url.removeprefix("sqlite:///") + f".{key & 0xFFFFFFFFFFFF:012x}.lock")
+        with open(path, "a+") as handle:
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    self._wait_or_refuse(source, deadline)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _wait_or_refuse(self, source: str, deadline: float) -> None:
+        if time.monotonic() >= deadline:
+            last = self.last_run(source)
+            since = f" (run {last['id']}, started {last['started_at']})" if last and last["status"] == "running" else ""
+            raise SourceBusy(f"source {source!r} is being synced by another run{since}; try again when it ends")
+        time.sleep(0.5)
+
     # -- sources -------------------------------------------------------------------------------
 
     def register_source(self, name: str, kind: str, location: str) -> None:
@@ -289,7 +335,9 @@ class Ledger:
         d, lst = documents_table, listing_table
         return lst.outerjoin(d, and_(d.c.source == source, d.c.doc_id == lst.c.doc_id)), d, lst
 
-    def _needs_work(self, d, lst, retry_failed: bool):
+    def _needs_work(self, d, lst, retry_failed: bool, force: bool = False):
+        if force:  # a backfill re-ingests everything it lists
+            return true()
         changed = or_(
             and_(lst.c.kind == LISTED, d.c.fingerprint != lst.c.fingerprint),
             d.c.status == STATUS_PENDING,
@@ -305,10 +353,11 @@ class Ledger:
             return ~exists().where(lst.c.run_id == run_id, lst.c.doc_id == d.c.doc_id, lst.c.kind != DELETED)
         return exists().where(lst.c.run_id == run_id, lst.c.doc_id == d.c.doc_id, lst.c.kind == DELETED)
 
-    def plan_counts(self, source: str, run_id: int, *, complete: bool = True, retry_failed: bool = False) -> PlanCounts:
+    def plan_counts(self, source: str, run_id: int, *, complete: bool = True, retry_failed: bool = False,
+                    force: bool = False) -> PlanCounts:
         joined, d, lst = self._join(source)
         listed = and_(lst.c.run_id == run_id, lst.c.kind != DELETED)
-        needs_work = self._needs_work(d, lst, retry_failed)
+        needs_work = self._needs_work(d, lst, retry_failed, force)
         gone_cond = and_(d.c.source == source, self._gone_condition(d, run_id, complete))
         failed = d.c.status == STATUS_FAILED
 
@@ -330,7 +379,7 @@ class Ledger:
                           still_failing=failed_total - failed_redone - failed_gone)
 
     def iter_pending(
-        self, source: str, run_id: int, *, retry_failed: bool = False, page_size: int = 500
+        self, source: str, run_id: int, *, retry_failed: bool = False, force: bool = False, page_size: int = 500
     ) -> Iterator[PendingDoc]:
         """New and changed documents in doc_id order, one page per query (keyset pagination),
         so rows this run updates meanwhile cannot shift the pages."""
@@ -338,7 +387,7 @@ class Ledger:
         condition = and_(
             lst.c.run_id == run_id,
             lst.c.kind != DELETED,
-            or_(d.c.doc_id.is_(None), self._needs_work(d, lst, retry_failed)),
+            or_(d.c.doc_id.is_(None), self._needs_work(d, lst, retry_failed, force)),
         )
         after = ""
         while True:
@@ -398,10 +447,10 @@ class Ledger:
             )
 
     def sample_plan(self, source: str, run_id: int, *, complete: bool = True, retry_failed: bool = False,
-                    limit: int = 50) -> dict[str, list[str]]:
+                    force: bool = False, limit: int = 50) -> dict[str, list[str]]:
         """Up to `limit` doc ids per action, for a dry run's printout."""
         sample: dict[str, list[str]] = {"add": [], "update": []}
-        for pending in self.iter_pending(source, run_id, retry_failed=retry_failed):
+        for pending in self.iter_pending(source, run_id, retry_failed=retry_failed, force=force):
             bucket = sample["add" if pending.is_new else "update"]
             if len(bucket) < limit:
                 bucket.append(pending.ref.doc_id)

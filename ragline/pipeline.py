@@ -59,6 +59,13 @@ class SyncOptions:
     retry_failed: bool = False
     flush_chunks: int = 256
     full_listing: bool = False  # ignore a stored cursor: list everything (reconciles what a cursor can miss)
+    force: bool = False  # re-ingest every listed document, changed or not (a backfill)
+    window: tuple[datetime | None, datetime | None] | None = None  # only documents modified in [since, until)
+    lock_wait_seconds: float = 0.0  # how long to wait for another run of the same source to end
+
+    def work(self) -> dict[str, bool]:
+        """The ledger's rule for which listed documents need work."""
+        return {"retry_failed": self.retry_failed, "force": self.force}
 
 
 @dataclass(frozen=True)
@@ -84,7 +91,7 @@ class RunReport:
     still_failing: int = 0  # unchanged documents that failed in an earlier run
     skipped: list[dict[str, str]] = field(default_factory=list)
     plan: dict[str, Any] | None = None
-    listing: str = "complete"  # complete | changes (since the stored cursor)
+    listing: str = "complete"  # complete | changes (since the stored cursor) | window (a backfill's)
     cursor: str | None = None  # stored for the next run once this one finished
     message: str | None = None
     seconds: float = 0.0
@@ -278,9 +285,22 @@ def _record_failure(ledger: Ledger, report: RunReport, pending: PendingDoc, erro
     log.warning("failed %s: %s", ref.doc_id, error.reason)
 
 
+def _in_window(ref: DocRef, since: datetime | None, until: datetime | None) -> bool:
+    """Documents without a modification time are outside every window."""
+    if ref.modified_at is None:
+        return False
+    return (since is None or ref.modified_at >= since) and (until is None or ref.modified_at < until)
+
+
 def _load_listing(connector: Connector, ledger: Ledger, report: RunReport, options: SyncOptions) -> tuple[bool, str | None]:
     """Load this run's listing into the ledger: everything, or only the changes since the stored
     cursor when the connector can list changes. Returns (listing is complete, cursor to store)."""
+    if options.window is not None:
+        # A window is a partial listing: it never deletes, and it leaves the cursor alone.
+        report.listing = "window"
+        since, until = options.window
+        ledger.load_listing(report.run_id, (ref for ref in connector.list() if _in_window(ref, since, until)))
+        return False, None
     if not isinstance(connector, IncrementalConnector):
         ledger.load_listing(report.run_id, connector.list())
         return True, None
@@ -311,8 +331,24 @@ def sync_source(
     """Bring the index in line with the source's complete listing; returns the run report.
 
     Raises MassDeleteRefused (after recording the refused run) when the listing would delete
-    more than `options.max_delete_share` of the source's documents.
+    more than `options.max_delete_share` of the source's documents, and SourceBusy when another
+    run of the source holds its lock past `options.lock_wait_seconds`.
     """
+    with ledger.source_lock(connector.name, wait_seconds=options.lock_wait_seconds):
+        return _sync_locked(connector, store=store, ledger=ledger, embedder=embedder, chunker=chunker,
+                            options=options, progress=progress)
+
+
+def _sync_locked(
+    connector: Connector,
+    *,
+    store: QdrantStore,
+    ledger: Ledger,
+    embedder: Embedder,
+    chunker: TokenChunker,
+    options: SyncOptions,
+    progress: Progress | None,
+) -> RunReport:
     progress = progress or NoProgress()
     started = time.perf_counter()
     timer = StageTimer()
@@ -330,7 +366,7 @@ def sync_source(
         with timer.stage("list"):
             complete, next_cursor = _load_listing(connector, ledger, report, options)
         report.skipped = [{"doc_id": p, "reason": r} for p, r in getattr(connector, "skipped", [])]
-        counts = ledger.plan_counts(source, report.run_id, complete=complete, retry_failed=options.retry_failed)
+        counts = ledger.plan_counts(source, report.run_id, complete=complete, **options.work())
         report.unchanged = counts.unchanged
         report.still_failing = counts.still_failing
 
@@ -349,7 +385,7 @@ def sync_source(
                 "update": counts.changed,
                 "unchanged": counts.unchanged,
                 "delete": counts.gone,
-                "sample": ledger.sample_plan(source, report.run_id, complete=complete, retry_failed=options.retry_failed),
+                "sample": ledger.sample_plan(source, report.run_id, complete=complete, **options.work()),
             }
             report.status = "dry-run"
             return report
@@ -358,11 +394,11 @@ def sync_source(
         indexer = _Indexer(store=store, ledger=ledger, embedder=embedder, report=report, timer=timer,
                            progress=progress, flush_chunks=options.flush_chunks)
         touched: list[dict[str, Any]] = []
-        for pending in ledger.iter_pending(source, report.run_id, retry_failed=options.retry_failed):
+        for pending in ledger.iter_pending(source, report.run_id, **options.work()):
             try:
                 with timer.stage("fetch"):
                     raw = connector.fetch(pending.ref)
-                if raw.content_hash == pending.known_version:
+                if raw.content_hash == pending.known_version and not options.force:
                     # Same bytes, new mtime: remember the fingerprint, skip the work.
                     touched.append({"doc_id": pending.ref.doc_id, "fingerprint": pending.ref.fingerprint})
                     report.unchanged += 1

@@ -111,3 +111,36 @@ def test_a_store_failure_mid_run_is_reported_and_exits_3(folder, tmp_path, monke
     monkeypatch.undo()
     resumed = json.loads(run("ingest", str(folder), "--data-dir", str(tmp_path / "d"), "--json").stdout)
     assert resumed["runs"][0]["added"] == 2
+
+
+def test_backfill_by_window_or_in_full(folder, tmp_path):
+    data = str(tmp_path / "d")
+    assert run("ingest", str(folder), "--data-dir", data).exit_code == 0
+    needs_scope = run("backfill", "--source", "handbook", "--data-dir", data, "--json")
+    assert needs_scope.exit_code == 2 and "--full-reindex" in json.loads(needs_scope.stdout)["error"]
+    bad_date = run("backfill", "--since", "last tuesday", "--data-dir", data, "--json")
+    assert bad_date.exit_code == 2 and "not an ISO date" in json.loads(bad_date.stdout)["error"]
+
+    future = json.loads(run("backfill", "--source", "handbook", "--since", "2999-01-01", "--data-dir", data, "--json").stdout)
+    [report] = future["runs"]
+    assert (report["listing"], report["updated"], report["deleted"], report["unchanged"]) == ("window", 0, 0, 2)
+
+    full = json.loads(run("backfill", "--source", "handbook", "--full-reindex", "--data-dir", data, "--json").stdout)
+    [report] = full["runs"]
+    assert (report["updated"], report["chunks_embedded"]) == (2, 2)
+
+
+def test_a_second_run_of_the_same_source_exits_with_a_clear_message(folder, tmp_path):
+    from ragline.config import Settings
+    from ragline.ledger import Ledger
+
+    data = tmp_path / "d"
+    assert run("ingest", str(folder), "--data-dir", str(data)).exit_code == 0
+    ledger = Ledger(Settings(data_dir=data).resolved_ledger_url)
+    try:
+        with ledger.source_lock("handbook"):
+            busy = run("ingest", "--data-dir", str(data), "--json")
+    finally:
+        ledger.close()
+    assert busy.exit_code == 2
+    assert "source 'handbook' is being synced by another run" in json.loads(busy.stdout)["source_errors"][0]

@@ -109,3 +109,40 @@ def test_a_run_left_running_by_a_crash_is_abandoned_by_the_next(ledger):
         listed_runs = set(conn.execute(select(listing_table.c.run_id)).scalars())
     assert statuses == {crashed: "abandoned", other_source: "running", nxt: "running"}
     assert crashed not in listed_runs
+
+
+def test_one_run_per_source_and_the_lock_dies_with_its_process(ledger, ledger_url):
+    import subprocess
+    import sys
+    import textwrap
+
+    from ragline.errors import SourceBusy
+
+    with ledger.source_lock("s"):
+        with pytest.raises(SourceBusy, match="source 's' is being synced by another run"):
+            with Ledger(ledger_url).source_lock("s"):
+                pass
+        with Ledger(ledger_url).source_lock("other"):  # other sources are not blocked
+            pass
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from ragline.ledger import Ledger
+            with Ledger({ledger_url!r}).source_lock("s"):
+                print("held", flush=True)
+                time.sleep(60)
+        """)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SourceBusy):
+            with ledger.source_lock("s", wait_seconds=1.0):
+                pass
+        holder.kill()  # a crashed run: its lock must not outlive it
+        holder.wait(timeout=10)
+        with ledger.source_lock("s", wait_seconds=10.0):
+            pass
+    finally:
+        holder.kill()

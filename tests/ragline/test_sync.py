@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,31 @@ def test_a_different_model_or_chunking_is_refused(harness):
                       chunk_tokens=spec.chunk_tokens, overlap_tokens=spec.overlap_tokens)
     with pytest.raises(IndexMismatchError, match="other-model"):
         harness.store.ensure_collection(other)
+
+
+def set_mtime(path: Path, when: datetime) -> None:
+    stamp = int(when.timestamp() * 1e9)
+    os.utime(path, ns=(stamp, stamp))
+
+
+def test_a_windowed_backfill_reingests_its_window_and_deletes_nothing(harness, monkeypatch):
+    old, new = datetime(2025, 1, 10, tzinfo=UTC), datetime(2025, 6, 10, tzinfo=UTC)
+    set_mtime(harness.root / "leave.md", old)
+    set_mtime(harness.root / "travel.txt", new)
+    set_mtime(harness.root / "security.md", new)
+    harness.sync()
+    (harness.root / "leave.md").unlink()  # outside the window: a windowed run must not delete it
+    embedded = []
+    real_embed = harness.embedder.embed
+    monkeypatch.setattr(harness.embedder, "embed", lambda texts: embedded.extend(texts) or real_embed(texts))
+
+    window = (datetime(2025, 6, 1, tzinfo=UTC), datetime(2025, 7, 1, tzinfo=UTC))
+    plan = harness.sync(window=window, force=True, dry_run=True).plan
+    assert (plan["update"], plan["delete"]) == (2, 0)
+    report = harness.sync(window=window, force=True)
+    assert (report.listing, report.updated, report.deleted, report.added) == ("window", 2, 0, 0)
+    assert embedded and all("Travel note" in t or "Passwords" in t or "Laptops" in t for t in embedded)
+    assert "leave.md" in {p["doc_id"] for p in harness.points().values()}
+    assert harness.ledger.cursor("docs") is None
+
+    assert harness.sync().deleted == 1  # the next complete listing does delete it

@@ -1,0 +1,73 @@
+"""The Prefect flows wrap the same pipeline: run them against a test harness (one per session)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = [pytest.mark.prefect, pytest.mark.model]
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_sync_and_backfill_flows_publish_reports(prefect_harness, tmp_path):
+    from prefect.artifacts import Artifact
+
+    from flows.sync import backfill, sync
+    from stores.qdrant import QdrantStore
+
+    root = tmp_path / "wiki"
+    root.mkdir()
+    (root / "a.md").write_text("# Returns\n\nCustomers may return unworn boots within 60 days.")
+    (root / "b.txt").write_text("The warehouse ships orders placed before 2 pm the same day.")
+    data = str(tmp_path / "data")
+
+    [report] = sync(folder=str(root), data_dir=data)
+    assert (report["added"], report["failed"], report["status"]) == (2, 0, "ok")
+    [again] = sync(source="wiki", data_dir=data)  # a folder indexed before is a known source
+    assert (again["unchanged"], again["chunks_embedded"]) == (2, 0)
+    artifact = Artifact.get("ragline-sync-wiki")
+    assert artifact is not None and "unchanged" in str(artifact.data)
+
+    [rebuilt] = backfill(source="wiki", full_reindex=True, data_dir=data)
+    assert (rebuilt["updated"], rebuilt["chunks_embedded"]) == (2, 2)
+    with pytest.raises(ValueError, match="window"):
+        backfill(source="wiki", data_dir=data)
+
+    store = QdrantStore(path=tmp_path / "data" / "qdrant")
+    try:
+        assert store.count({"source": "wiki"}) == 2
+    finally:
+        store.close()
+
+
+def test_only_outages_are_retried(prefect_harness):
+    from prefect import flow, task
+
+    from flows.sync import retryable
+    from ragline.errors import MassDeleteRefused
+
+    attempts = {"outage": 0, "verdict": 0}
+
+    @task(retries=2, retry_delay_seconds=0, retry_condition_fn=retryable)
+    def flaky(kind: str) -> str:
+        attempts[kind] += 1
+        if kind == "outage" and attempts[kind] < 3:
+            raise ConnectionError("qdrant unreachable")
+        if kind == "verdict":
+            raise MassDeleteRefused("would delete everything")
+        return "done"
+
+    @flow
+    def run(kind: str):
+        return flaky(kind)
+
+    assert run("outage") == "done" and attempts["outage"] == 3
+    with pytest.raises(MassDeleteRefused):
+        run("verdict")
+    assert attempts["verdict"] == 1
