@@ -35,6 +35,7 @@ from stores.qdrant import IndexSpec, Point, QdrantStore, point_id
 log = logging.getLogger(__name__)
 
 ACTIONS = ("added", "updated", "unchanged", "deleted", "failed")
+TOUCHED_BATCH = 1000  # fingerprints of touched-but-identical documents written per transaction
 
 
 class Progress(Protocol):
@@ -401,6 +402,10 @@ def _sync_locked(
                 if raw.content_hash == pending.known_version and not options.force:
                     # Same bytes, new mtime: remember the fingerprint, skip the work.
                     touched.append({"doc_id": pending.ref.doc_id, "fingerprint": pending.ref.fingerprint})
+                    if len(touched) >= TOUCHED_BATCH:
+                        with timer.stage("ledger"):
+                            ledger.update_fingerprints(source, touched)
+                        touched.clear()
                     report.unchanged += 1
                     progress.advance(pending.ref.doc_id, "unchanged")
                     continue
