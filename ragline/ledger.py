@@ -18,7 +18,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,11 +43,11 @@ from sqlalchemy import (
     event,
     exists,
     func,
-    true,
-    inspect,
     insert,
+    inspect,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -581,6 +581,54 @@ class Ledger:
             "chunks": int(chunks),
             "failures": failures,
         }
+
+    # -- re-index: moving whole sources between ledgers (ragline/reindex.py) ---------------------
+    # Additions for the blue/green re-index; nothing above calls them.
+
+    def export_sources(self, sources: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """Every `documents` and `source_cursors` row of `sources`, as plain dicts."""
+        names = list(sources)
+        with self.engine.connect() as conn:
+            documents = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(documents_table)
+                    .where(documents_table.c.source.in_(names))
+                    .order_by(documents_table.c.source, documents_table.c.doc_id)
+                )
+            ]
+            cursors = [
+                dict(r._mapping)
+                for r in conn.execute(select(cursors_table).where(cursors_table.c.source.in_(names)))
+            ]
+        return {"documents": documents, "cursors": cursors}
+
+    def replace_sources(
+        self,
+        sources: Sequence[str],
+        state: dict[str, list[dict[str, Any]]],
+        *,
+        before_commit: Callable[[], None] | None = None,
+    ) -> None:
+        """Replace the `documents` and `source_cursors` rows of `sources` with `state` (as
+        `export_sources` returns it, typically from another ledger) in one transaction.
+        `before_commit` runs inside it, after the writes: if it raises, nothing is changed.
+        `run_id` values of another ledger mean nothing here and are cleared."""
+        names = list(sources)
+        stray = {r["source"] for r in state["documents"] + state["cursors"]} - set(names)
+        if stray:
+            raise ValueError(f"rows of sources outside {names}: {sorted(stray)}")
+        documents = [{**r, "run_id": None} for r in state["documents"]]
+        with self.engine.begin() as conn:
+            conn.execute(delete(documents_table).where(documents_table.c.source.in_(names)))
+            conn.execute(delete(cursors_table).where(cursors_table.c.source.in_(names)))
+            for start in range(0, len(documents), BATCH_ROWS):
+                conn.execute(insert(documents_table), documents[start : start + BATCH_ROWS])
+            if state["cursors"]:
+                # cursors_table.run_id is NOT NULL: keep the value, it is only informative
+                conn.execute(insert(cursors_table), list(state["cursors"]))
+            if before_commit is not None:
+                before_commit()
 
 
 def _dialect_insert(engine: Engine, table: Table):

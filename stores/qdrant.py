@@ -3,10 +3,17 @@
 The collection records, in its metadata, the model and chunking that built it; opening it
 with a different model, dimension or chunking is refused rather than mixing vectors.
 Store errors are never swallowed: a failed write aborts the run.
+
+The name a store is opened with (`collection`, the live name users know) is either a real
+collection (indexes built before any re-index) or a Qdrant alias pointing at a physical
+collection such as `ragline--20261204T181500` (see ragline/reindex.py). Every read and write
+goes through the name, so both work the same; `for_collection` addresses another collection
+with the same client (embedded mode locks its folder: a second client on it would fail).
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -38,6 +45,15 @@ class IndexSpec:
     window: int
     chunk_tokens: int
     overlap_tokens: int
+
+
+@dataclass(frozen=True)
+class AliasSwitch:
+    """What `QdrantStore.point_alias_at` replaced."""
+
+    previous: str | None  # the collection the name addressed before (None: the name was free)
+    previous_was_alias: bool  # True: `previous` still exists; False: it was the real collection, now deleted
+    gap_seconds: float  # how long the name addressed nothing (the first re-index only)
 
 
 @dataclass(frozen=True)
@@ -74,6 +90,7 @@ class QdrantStore:
         self.collection = collection
         self.location = url or str(path)
         self.embedded = url is None
+        self._owns_client = True
         if url:
             self.client = QdrantClient(url=url, api_key=api_key, timeout=60)
         else:
@@ -84,12 +101,90 @@ class QdrantStore:
                 raise ConfigError(f"embedded Qdrant at {path} is in use by another process: {exc}") from None
 
     def close(self) -> None:
-        self.client.close()
+        """Close the client; a store made by `for_collection` leaves the shared client open."""
+        if self._owns_client:
+            self.client.close()
+
+    def for_collection(self, name: str) -> QdrantStore:
+        """The same store (same client, same location) addressing collection or alias `name`."""
+        other = object.__new__(QdrantStore)
+        other.__dict__.update(self.__dict__)
+        other.collection = name
+        other._owns_client = False
+        return other
 
     # -- collection ----------------------------------------------------------------------------
 
     def exists(self) -> bool:
-        return self.client.collection_exists(self.collection)
+        """The name is a collection, or an alias of one."""
+        if self.client.collection_exists(self.collection):
+            return True
+        return self.alias_target() is not None  # in case a server does not resolve aliases here
+
+    def alias_target(self) -> str | None:
+        """The physical collection the name is an alias of; None when it is no alias."""
+        for alias in self.client.get_aliases().aliases:
+            if alias.alias_name == self.collection:
+                return alias.collection_name
+        return None
+
+    def physical_name(self) -> str | None:
+        """The collection that holds the points: the alias target, the name itself, or None."""
+        target = self.alias_target()
+        if target is not None:
+            return target
+        return self.collection if self.client.collection_exists(self.collection) else None
+
+    def collection_names(self) -> list[str]:
+        """Every physical collection at this location (aliases excluded)."""
+        return sorted(c.name for c in self.client.get_collections().collections)
+
+    def drop_collection(self, name: str) -> bool:
+        """Delete a physical collection (never an alias name); True when it existed."""
+        if name in {a.alias_name for a in self.client.get_aliases().aliases}:
+            raise ValueError(f"{name!r} is an alias, not a collection: refusing to delete through it")
+        if not self.client.collection_exists(name):
+            return False
+        self.client.delete_collection(name)
+        return True
+
+    def point_alias_at(self, target: str) -> AliasSwitch:
+        """Make this store's name an alias of the physical collection `target`.
+
+        Alias to alias: one `update_collection_aliases` call (delete + create), atomic on the server
+        and in local mode; the previous target is left in place for the caller to delete.
+        Real collection to alias (the first re-index): a collection and an alias cannot share a
+        name, so the real collection is deleted first and the alias created right after; between
+        the two the name does not exist (`gap_seconds`) and searches find nothing. The old points
+        are gone once this returns: `previous` names the deleted collection.
+        """
+        if target == self.collection:
+            raise ValueError("an alias cannot point at a collection of its own name")
+        if not self.client.collection_exists(target) or target in {a.alias_name for a in self.client.get_aliases().aliases}:
+            raise ValueError(f"collection {target!r} does not exist")
+        create = models.CreateAliasOperation(
+            create_alias=models.CreateAlias(collection_name=target, alias_name=self.collection)
+        )
+        previous = self.alias_target()
+        if previous is not None:
+            self.client.update_collection_aliases(
+                change_aliases_operations=[
+                    models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=self.collection)),
+                    create,
+                ]
+            )
+            return AliasSwitch(previous=previous, previous_was_alias=True, gap_seconds=0.0)
+        if not self.client.collection_exists(self.collection):  # nothing live yet
+            self.client.update_collection_aliases(change_aliases_operations=[create])
+            return AliasSwitch(previous=None, previous_was_alias=False, gap_seconds=0.0)
+        started = time.perf_counter()
+        self.client.delete_collection(self.collection)
+        try:
+            self.client.update_collection_aliases(change_aliases_operations=[create])
+        except Exception:  # noqa: BLE001 - retried once, then raised: the name is down meanwhile
+            self.client.update_collection_aliases(change_aliases_operations=[create])  # once more: the name is down
+        gap = time.perf_counter() - started
+        return AliasSwitch(previous=self.collection, previous_was_alias=False, gap_seconds=gap)
 
     def spec(self) -> IndexSpec | None:
         if not self.exists():

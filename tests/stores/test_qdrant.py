@@ -77,3 +77,75 @@ def test_embedded_store_is_exclusive(tmp_path, store):
 def test_exactly_one_location():
     with pytest.raises(ConfigError):
         QdrantStore()
+
+
+# -- aliases (the live name of a blue/green re-index) -------------------------------------------
+
+OTHER = IndexSpec(model="m", dim=4, window=256, chunk_tokens=120, overlap_tokens=20)
+
+
+def test_a_store_works_the_same_through_an_alias(store):
+    store.upsert(points("s", "d", "v", 3))
+    physical = store.for_collection("test--1")
+    physical.ensure_collection(OTHER)
+    physical.upsert(points("s", "d", "v", 5))
+    live = store.for_collection("live")
+    assert not live.exists() and live.spec() is None and live.physical_name() is None
+    switch = live.point_alias_at("test--1")
+    assert (switch.previous, switch.gap_seconds) == (None, 0.0)
+    assert live.exists() and live.alias_target() == "test--1" and live.physical_name() == "test--1"
+    assert live.spec() == OTHER
+    live.ensure_collection(OTHER)  # checks the spec through the alias
+    with pytest.raises(IndexMismatchError, match="chunk_tokens"):
+        live.ensure_collection(SPEC)
+    assert live.count() == 5 and live.count({"doc_id": "d"}) == 5
+    live.upsert(points("s", "e", "v", 2))
+    assert physical.count() == 7 and live.count() == 7
+    assert live.search(unit(1, 1, 0, 0), k=1, filters={"doc_id": "d"})[0].text == "d#0"
+    live.delete_documents("s", ["e"])
+    assert physical.count() == 5
+    assert "live" not in store.collection_names()
+    with pytest.raises(ValueError, match="alias"):
+        store.drop_collection("live")  # never through an alias
+
+
+def test_switching_an_alias_is_one_step_and_keeps_the_previous_collection(store):
+    a, b = store.for_collection("live--a"), store.for_collection("live--b")
+    a.ensure_collection(SPEC)
+    a.upsert(points("s", "d", "v", 2))
+    b.ensure_collection(OTHER)
+    b.upsert(points("s", "d", "v", 4))
+    live = store.for_collection("live")
+    live.point_alias_at("live--a")
+    assert live.count() == 2
+    switch = live.point_alias_at("live--b")
+    assert (switch.previous, switch.previous_was_alias, switch.gap_seconds) == ("live--a", True, 0.0)
+    assert live.count() == 4 and live.spec() == OTHER and a.count() == 2
+    assert store.drop_collection("live--a") and not store.drop_collection("live--a")
+    assert store.collection_names() == ["live--b", "test"]
+
+
+def test_a_real_collection_becomes_an_alias(store, tmp_path):
+    store.upsert(points("s", "d", "v", 3))
+    new = store.for_collection("test--2")
+    new.ensure_collection(OTHER)
+    new.upsert(points("s", "d", "v", 6))
+    switch = store.point_alias_at("test--2")
+    assert (switch.previous, switch.previous_was_alias) == ("test", False)
+    assert 0 < switch.gap_seconds < 1
+    assert store.alias_target() == "test--2" and store.collection_names() == ["test--2"]
+    assert store.count() == 6 and store.spec() == OTHER
+    store.close()
+    reopened = QdrantStore(path=tmp_path / "q", collection="test")  # the alias is persisted
+    try:
+        assert reopened.alias_target() == "test--2" and reopened.count() == 6
+    finally:
+        reopened.close()
+        store.client = reopened.client  # the fixture closes `store` again: harmless on a closed client
+
+
+def test_a_store_for_another_collection_shares_the_client(store):
+    other = store.for_collection("x")
+    assert other.client is store.client
+    other.close()  # does not close the shared client
+    assert store.exists()
