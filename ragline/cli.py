@@ -339,6 +339,42 @@ def status(
             out.print(f"  [red]failed[/] {failure['doc_id']}: {failure['error']}", highlight=False)
 
 
+@app.command()
+def reindex(
+    model_path: Annotated[Path | None, typer.Option("--model-path", help="sentence-transformers model folder \\[default: the current one].")] = None,
+    model_window: Annotated[int | None, typer.Option("--model-window", help="The model's input window in tokens.")] = None,
+    chunk_tokens: Annotated[int | None, typer.Option("--chunk-tokens", help="Chunk size in model tokens.")] = None,
+    overlap_tokens: Annotated[int | None, typer.Option("--overlap-tokens", help="Overlap between chunks in tokens.")] = None,
+    config: ConfigFile = None,
+    collection: Collection = None,
+    data_dir: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Rebuild every source into a new collection (new model or chunking), check it, then switch.
+
+    Queries keep the old collection until the switch, an atomic move of the collection alias;
+    a rebuild that fails leaves the live index as it was.
+    """
+    from ragline.reindex import reindex as rebuild
+
+    try:
+        settings = _settings(data_dir=data_dir, collection=collection)
+        report = rebuild(settings, model_path=model_path, model_window=model_window, chunk_tokens=chunk_tokens,
+                         overlap_tokens=overlap_tokens, config=config)
+    except RaglineError as exc:
+        raise _fail(str(exc), as_json) from None
+    result = report.to_dict()
+    if as_json:
+        print(json.dumps(result, default=str))
+        return
+    out.print(
+        f"[bold]{report.alias}[/] now points at {report.new_collection} ({report.points} points, "
+        f"{report.documents} documents; before: {report.points_before} points in {report.old_collection}) "
+        f"in {report.seconds:.1f} s",
+        highlight=False,
+    )
+
+
 sources_app = typer.Typer(no_args_is_help=True, help="The sources of the config file.")
 app.add_typer(sources_app, name="sources")
 

@@ -50,12 +50,26 @@ def build_store(settings: Settings) -> QdrantStore:
     return QdrantStore(path=settings.qdrant_path, collection=settings.collection)
 
 
+CHUNKING_FIELDS = frozenset({"chunk_tokens", "overlap_tokens", "model_window"})
+
+
+def chunking_of_collection(settings: Settings, store: QdrantStore) -> Settings:
+    """The collection records the chunking that built it: unless this run names its own
+    (flag or environment), later runs use the collection's, so an index rebuilt with another
+    chunking is synced with that chunking, not refused for it."""
+    spec = store.spec()
+    if spec is None or CHUNKING_FIELDS & settings.model_fields_set:
+        return settings
+    return settings.model_copy(
+        update={"chunk_tokens": spec.chunk_tokens, "overlap_tokens": spec.overlap_tokens, "model_window": spec.window}
+    )
+
+
 @contextmanager
 def open_components(settings: Settings) -> Iterator[Components]:
-    """Cheap to enter: the model loads on first embed, not here.
-    The chunker is built first so a chunk size the model cannot hold fails before anything opens."""
-    embedder = build_embedder(settings)
-    chunker = build_chunker(settings, embedder)
+    """Cheap to enter: the model loads on first embed, not here. A chunk size the model cannot
+    hold fails here, before any work."""
+    build_chunker(settings, build_embedder(settings))  # fail fast on the settings as given
     ledger = Ledger(settings.resolved_ledger_url)
     try:
         store = build_store(settings)
@@ -63,6 +77,9 @@ def open_components(settings: Settings) -> Iterator[Components]:
         ledger.close()
         raise
     try:
+        settings = chunking_of_collection(settings, store)
+        embedder = build_embedder(settings)
+        chunker = build_chunker(settings, embedder)
         yield Components(settings=settings, store=store, ledger=ledger, embedder=embedder, chunker=chunker)
     finally:
         store.close()

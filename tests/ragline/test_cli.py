@@ -144,3 +144,22 @@ def test_a_second_run_of_the_same_source_exits_with_a_clear_message(folder, tmp_
         ledger.close()
     assert busy.exit_code == 2
     assert "source 'handbook' is being synced by another run" in json.loads(busy.stdout)["source_errors"][0]
+
+
+def test_reindex_switches_to_a_new_chunking(folder, tmp_path):
+    data = str(tmp_path / "d")
+    assert run("ingest", str(folder), "--data-dir", data).exit_code == 0
+    too_big = run("reindex", "--chunk-tokens", "500", "--data-dir", data, "--json")
+    assert too_big.exit_code == 2 and "500" in json.loads(too_big.stdout)["error"]
+    done = run("reindex", "--chunk-tokens", "120", "--overlap-tokens", "20", "--data-dir", data, "--json")
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    assert report["new_collection"].startswith("ragline--") and report["documents"] == 2
+    status = json.loads(run("status", "--data-dir", data, "--json").stdout)
+    assert status["collection"]["spec"]["chunk_tokens"] == 120
+    # later syncs use the chunking the collection records, and find nothing to do
+    again = json.loads(run("ingest", "--data-dir", data, "--json").stdout)
+    assert (again["runs"][0]["unchanged"], again["runs"][0]["chunks_embedded"]) == (2, 0)
+    # a run that names another chunking is still refused rather than mixing chunks
+    mixed = run("ingest", "--chunk-tokens", "200", "--data-dir", data, "--json")
+    assert mixed.exit_code == 2 and "chunk_tokens: collection has 120, this run uses 200" in json.loads(mixed.stdout)["error"]
