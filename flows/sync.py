@@ -8,6 +8,8 @@ report as a table artifact. Prefect stays in this package; the tasks call raglin
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,20 +59,30 @@ def source_names(source: str | None, folder: str | None, config: str | None, dat
 @task(name="sync-source", retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=30),
       retry_jitter_factor=0.5, retry_condition_fn=retryable)
 def sync_source_task(source: str, folder: str | None, config: str | None, data_dir: str | None,
-                     options: dict[str, Any]) -> dict[str, Any]:
+                     options: dict[str, Any], dask_address: str | None = None,
+                     dask_batch_docs: int = 32) -> dict[str, Any]:
+    """One source's sync. With `dask_address`, documents are prepared and embedded on that Dask
+    cluster (flows/dask_runner.py); this process still does every write."""
     settings = _settings(data_dir)
-    with open_components(settings) as components:
+    with open_components(settings) as components, ExitStack() as stack:
         [connector] = connectors_for(components, folder=folder, source=source,
                                      config=Path(config) if config else None)
-        try:
-            report = sync_source(
-                connector, store=components.store, ledger=components.ledger, embedder=components.embedder,
-                chunker=components.chunker,
-                options=SyncOptions(max_delete_share=settings.max_delete_share, flush_chunks=settings.flush_chunks,
-                                    **options),
-            )
-        finally:
-            getattr(connector, "close", lambda: None)()
+        stack.callback(getattr(connector, "close", lambda: None))
+        preparer = None
+        if dask_address:
+            from flows.dask_runner import ConnectorRecipe, DaskPreparer, ModelRecipe
+
+            preparer = stack.enter_context(DaskPreparer(
+                dask_address, ConnectorRecipe.of(connector, config), ModelRecipe.from_settings(components.settings),
+                batch_docs=dask_batch_docs,
+            ))
+        report = sync_source(
+            connector, store=components.store, ledger=components.ledger, embedder=components.embedder,
+            chunker=components.chunker,
+            options=SyncOptions(max_delete_share=settings.max_delete_share, flush_chunks=settings.flush_chunks,
+                                **options),
+            preparer=preparer,
+        )
     return report.to_dict()
 
 
@@ -85,11 +97,12 @@ def report_table(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _run(flow_name: str, names: list[str], folder: str | None, config: str | None, data_dir: str | None,
-         options: dict[str, Any]) -> list[dict[str, Any]]:
+         options: dict[str, Any], dask_address: str | None = None, dask_batch_docs: int = 32) -> list[dict[str, Any]]:
     logger = get_run_logger()
     reports = []
     for name in names:
-        report = sync_source_task.with_options(tags=[f"source:{name}"])(name, folder, config, data_dir, options)
+        report = sync_source_task.with_options(tags=[f"source:{name}"])(name, folder, config, data_dir, options,
+                                                                       dask_address, dask_batch_docs)
         create_table_artifact(
             key=f"ragline-{flow_name}-" + re.sub(r"[^a-z0-9-]+", "-", name.lower()),
             table=report_table(report),
@@ -113,11 +126,38 @@ def sync(
     dry_run: bool = False,
     full_listing: bool = False,
     allow_mass_delete: bool = False,
+    dask_address: str | None = None,
+    dask_workers: int = 0,
+    dask_batch_docs: int = 32,
 ) -> list[dict[str, Any]]:
-    """The incremental sync (the schedules' default): one source, a folder, or every source."""
+    """The incremental sync (the schedules' default): one source, a folder, or every source.
+
+    Scale-out: `dask_address` (an existing Dask scheduler) or `dask_workers` (a LocalCluster of that
+    many single-threaded worker processes, for this run) parse and embed on Dask through
+    prefect-dask's DaskTaskRunner, `dask_batch_docs` documents per Dask task; so does a flow run
+    given a DaskTaskRunner (`sync.with_options(task_runner=...)`).
+    """
     names = source_names(source, folder, config, data_dir)
     options = {"dry_run": dry_run, "full_listing": full_listing, "allow_mass_delete": allow_mass_delete}
-    return _run("sync", names, folder, config, data_dir, options)
+    with _dask(dask_address, dask_workers) as address:
+        return _run("sync", names, folder, config, data_dir, options, address, dask_batch_docs)
+
+
+@contextmanager
+def _dask(address: str | None, workers: int) -> Iterator[str | None]:
+    """The scheduler address to prepare on: the one given, a LocalCluster of `workers` started
+    (and stopped) here, the flow's own DaskTaskRunner's, or None (prepare in this process)."""
+    if address or workers > 0:
+        from flows.dask_runner import dask_task_runner
+
+        with dask_task_runner(address, workers) as runner:
+            scheduler = runner.client.scheduler.address
+            get_run_logger().info("preparing and embedding on the Dask cluster at %s", scheduler)
+            yield scheduler
+        return
+    from flows.dask_runner import runner_address
+
+    yield runner_address()
 
 
 @flow(name="ragline-backfill")

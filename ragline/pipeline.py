@@ -18,11 +18,13 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
+
+import numpy as np
 
 from chunkers.token_chunker import TokenChunker
 from ragline import parsers
@@ -169,6 +171,50 @@ def prepare_document(raw: RawDocument, chunker: TokenChunker, pending: PendingDo
     )
 
 
+@dataclass
+class Outcome:
+    """What preparing one pending document gave: a prepared document (with its vectors when the
+    preparer embedded it; else the write path embeds it), a touched-but-identical document, or a
+    failure (a DocumentError's reason)."""
+
+    pending: PendingDoc
+    document: PreparedDocument | None = None
+    vectors: np.ndarray | None = None  # float32, one row per chunk
+    touched: bool = False
+    failure: str | None = None
+
+
+class Preparer(Protocol):
+    """The CPU-heavy part of a sync (fetch, hash compare, parse, clean, chunk, maybe embed), one
+    Outcome per pending document, in the order the documents came."""
+
+    def run(self, pending: Iterable[PendingDoc], *, force: bool, timer: StageTimer) -> Iterator[Outcome]: ...
+
+
+def prepare_one(connector: Connector, chunker: TokenChunker, pending: PendingDoc, *, force: bool,
+                timer: StageTimer) -> Outcome:
+    """Fetch one document, compare its content hash, and parse, clean and chunk it if it changed."""
+    try:
+        with timer.stage("fetch"):
+            raw = connector.fetch(pending.ref)
+        if raw.content_hash == pending.known_version and not force:
+            return Outcome(pending, touched=True)  # same bytes, new mtime
+        return Outcome(pending, document=prepare_document(raw, chunker, pending, timer))
+    except DocumentError as error:
+        return Outcome(pending, failure=error.reason)
+
+
+class InProcessPreparer:
+    """The default: prepares in this process, one document at a time; the write path embeds."""
+
+    def __init__(self, connector: Connector, chunker: TokenChunker):
+        self.connector, self.chunker = connector, chunker
+
+    def run(self, pending: Iterable[PendingDoc], *, force: bool, timer: StageTimer) -> Iterator[Outcome]:
+        for doc in pending:
+            yield prepare_one(self.connector, self.chunker, doc, force=force, timer=timer)
+
+
 def chunk_payload(doc: PreparedDocument, chunk: Chunk, ingested_at: str) -> dict[str, Any]:
     return {
         "text": chunk.text,
@@ -198,10 +244,14 @@ class _Indexer:
         self.report, self.timer, self.progress = report, timer, progress
         self.flush_chunks = flush_chunks
         self.docs: list[PreparedDocument] = []
+        self.vectors: list[np.ndarray | None] = []  # per document: embedded by the preparer, or None
         self.pending_chunks = 0
 
-    def add(self, doc: PreparedDocument) -> None:
+    def add(self, doc: PreparedDocument, vectors: np.ndarray | None = None) -> None:
+        if vectors is not None and len(vectors) != len(doc.chunks):
+            raise ValueError(f"{doc.ref.doc_id}: {len(vectors)} vectors for {len(doc.chunks)} chunks")
         self.docs.append(doc)
+        self.vectors.append(vectors)
         self.pending_chunks += len(doc.chunks)
         if self.pending_chunks >= self.flush_chunks:
             self.flush()
@@ -210,12 +260,24 @@ class _Indexer:
         if not self.docs:
             return
         docs, self.docs, self.pending_chunks = self.docs, [], 0
+        given, self.vectors = self.vectors, []
         source = self.report.source
         with self.timer.stage("ledger"):
             self.ledger.mark_pending(source, [d.ref for d in docs if d.is_new], self.report.run_id)
-        texts = [c.text for d in docs for c in d.chunks]
-        with self.timer.stage("embed"):
-            vectors = self.embedder.embed(texts)
+        if all(v is None for v in given):
+            texts = [c.text for d in docs for c in d.chunks]
+            with self.timer.stage("embed"):
+                vectors = self.embedder.embed(texts)
+        else:
+            missing = [i for i, v in enumerate(given) if v is None]
+            if missing:
+                with self.timer.stage("embed"):
+                    embedded = self.embedder.embed([c.text for i in missing for c in docs[i].chunks])
+                row = 0
+                for i in missing:
+                    given[i] = embedded[row:row + len(docs[i].chunks)]
+                    row += len(docs[i].chunks)
+            vectors = np.concatenate(given) if given else np.zeros((0, self.embedder.dim), dtype=np.float32)
         ingested_at = datetime.now(UTC).isoformat()
         points: list[Point] = []
         row = 0
@@ -328,16 +390,20 @@ def sync_source(
     chunker: TokenChunker,
     options: SyncOptions = SyncOptions(),
     progress: Progress | None = None,
+    preparer: Preparer | None = None,
 ) -> RunReport:
     """Bring the index in line with the source's complete listing; returns the run report.
 
     Raises MassDeleteRefused (after recording the refused run) when the listing would delete
     more than `options.max_delete_share` of the source's documents, and SourceBusy when another
     run of the source holds its lock past `options.lock_wait_seconds`.
+
+    `preparer` does the fetching, parsing, chunking (and maybe embedding) of pending documents,
+    e.g. on a Dask cluster; by default it happens here. Only this process writes to the store and ledger.
     """
     with ledger.source_lock(connector.name, wait_seconds=options.lock_wait_seconds):
         return _sync_locked(connector, store=store, ledger=ledger, embedder=embedder, chunker=chunker,
-                            options=options, progress=progress)
+                            options=options, progress=progress, preparer=preparer)
 
 
 def _sync_locked(
@@ -349,6 +415,7 @@ def _sync_locked(
     chunker: TokenChunker,
     options: SyncOptions,
     progress: Progress | None,
+    preparer: Preparer | None = None,
 ) -> RunReport:
     progress = progress or NoProgress()
     started = time.perf_counter()
@@ -395,11 +462,14 @@ def _sync_locked(
         indexer = _Indexer(store=store, ledger=ledger, embedder=embedder, report=report, timer=timer,
                            progress=progress, flush_chunks=options.flush_chunks)
         touched: list[dict[str, Any]] = []
-        for pending in ledger.iter_pending(source, report.run_id, **options.work()):
+        preparer = preparer or InProcessPreparer(connector, chunker)
+        pendings = ledger.iter_pending(source, report.run_id, **options.work())
+        for outcome in preparer.run(pendings, force=options.force, timer=timer):
+            pending = outcome.pending
             try:
-                with timer.stage("fetch"):
-                    raw = connector.fetch(pending.ref)
-                if raw.content_hash == pending.known_version and not options.force:
+                if outcome.failure is not None:
+                    raise DocumentError(pending.ref.doc_id, outcome.failure)
+                if outcome.touched:
                     # Same bytes, new mtime: remember the fingerprint, skip the work.
                     touched.append({"doc_id": pending.ref.doc_id, "fingerprint": pending.ref.fingerprint})
                     if len(touched) >= TOUCHED_BATCH:
@@ -409,7 +479,7 @@ def _sync_locked(
                     report.unchanged += 1
                     progress.advance(pending.ref.doc_id, "unchanged")
                     continue
-                indexer.add(prepare_document(raw, chunker, pending, timer))
+                indexer.add(outcome.document, outcome.vectors)
             except DocumentError as error:
                 with timer.stage("ledger"):
                     _record_failure(ledger, report, pending, error)
