@@ -66,10 +66,8 @@ def chunking_of_collection(settings: Settings, store: QdrantStore) -> Settings:
 
 
 @contextmanager
-def open_components(settings: Settings) -> Iterator[Components]:
-    """Cheap to enter: the model loads on first embed, not here. A chunk size the model cannot
-    hold fails here, before any work."""
-    build_chunker(settings, build_embedder(settings))  # fail fast on the settings as given
+def open_storage(settings: Settings) -> Iterator[tuple[Ledger, QdrantStore]]:
+    """The ledger and the store, both closed on the way out, whatever fails."""
     ledger = Ledger(settings.resolved_ledger_url)
     try:
         store = build_store(settings)
@@ -77,13 +75,22 @@ def open_components(settings: Settings) -> Iterator[Components]:
         ledger.close()
         raise
     try:
+        yield ledger, store
+    finally:
+        store.close()
+        ledger.close()
+
+
+@contextmanager
+def open_components(settings: Settings) -> Iterator[Components]:
+    """Cheap to enter: the model loads on first embed, not here. A chunk size the model cannot
+    hold fails here, before any work."""
+    build_chunker(settings, build_embedder(settings))  # fail fast on the settings as given
+    with open_storage(settings) as (ledger, store):
         settings = chunking_of_collection(settings, store)
         embedder = build_embedder(settings)
         chunker = build_chunker(settings, embedder)
         yield Components(settings=settings, store=store, ledger=ledger, embedder=embedder, chunker=chunker)
-    finally:
-        store.close()
-        ledger.close()
 
 
 def local_connector(

@@ -45,9 +45,9 @@ from typing import Any
 from ragline.components import (
     build_chunker,
     build_embedder,
-    build_store,
     configured_sources,
     local_connector,
+    open_storage,
 )
 from ragline.config import Settings
 from ragline.errors import ConfigError, RaglineError
@@ -165,13 +165,7 @@ def reindex(
     new_spec = index_spec(new_embedder, new_chunker)
 
     alias = settings.collection
-    ledger = Ledger(settings.resolved_ledger_url)
-    try:
-        store = build_store(settings)
-    except BaseException:
-        ledger.close()
-        raise
-    try:
+    with open_storage(settings) as (ledger, store):
         live_physical = store.physical_name()
         if live_physical is None:
             raise ConfigError(f"nothing to re-index: collection {alias!r} does not exist at {store.location}")
@@ -227,9 +221,6 @@ def reindex(
         report.seconds = round(time.perf_counter() - started, 3)
         report.timings = {k: round(v, 3) for k, v in timings.items()}
         return report
-    finally:
-        store.close()
-        ledger.close()
 
 
 class _timed:

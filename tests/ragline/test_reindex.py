@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import ragline.reindex as reindex_module
+import ragline.components as components_module
 from chunkers.token_chunker import TokenChunker
 from connectors.local import LocalFolderConnector
 from ragline import parsers
@@ -117,9 +117,9 @@ def test_queries_keep_using_the_old_collection_during_the_rebuild(index, monkeyp
     live = index.store
     old_ids = set(index.points())
     old_spec = live.spec()
-    # reindex opens its store through build_store: hand it one sharing our client, so we can
-    # search the live name mid-rebuild (embedded mode allows one client per folder).
-    monkeypatch.setattr(reindex_module, "build_store", lambda settings: live.for_collection(settings.collection))
+    # reindex opens its store through components.build_store: hand it one sharing our client, so
+    # we can search the live name mid-rebuild (embedded mode allows one client per folder).
+    monkeypatch.setattr(components_module, "build_store", lambda settings: live.for_collection(settings.collection))
     real_embed = index.embedder.embed
     seen = []
 
