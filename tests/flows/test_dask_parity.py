@@ -17,14 +17,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-@pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     """20 mixed documents (multi-page PDFs with running headers, DOCX, HTML, e-mail, CSV...),
     a corrupt PDF, and a file with no text."""

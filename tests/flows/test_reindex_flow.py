@@ -7,14 +7,6 @@ import pytest
 pytestmark = [pytest.mark.prefect, pytest.mark.model]
 
 
-@pytest.fixture(scope="module")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def test_reindex_flow_switches_and_publishes_a_report(prefect_harness, tmp_path):
     from prefect.artifacts import Artifact
 

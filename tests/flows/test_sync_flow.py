@@ -7,14 +7,6 @@ import pytest
 pytestmark = [pytest.mark.prefect, pytest.mark.model]
 
 
-@pytest.fixture(scope="session")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def test_sync_and_backfill_flows_publish_reports(prefect_harness, tmp_path):
     from prefect.artifacts import Artifact
 
