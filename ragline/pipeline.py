@@ -264,20 +264,15 @@ class _Indexer:
         source = self.report.source
         with self.timer.stage("ledger"):
             self.ledger.mark_pending(source, [d.ref for d in docs if d.is_new], self.report.run_id)
-        if all(v is None for v in given):
-            texts = [c.text for d in docs for c in d.chunks]
+        missing = [i for i, v in enumerate(given) if v is None]  # documents the preparer did not embed
+        if missing:
             with self.timer.stage("embed"):
-                vectors = self.embedder.embed(texts)
-        else:
-            missing = [i for i, v in enumerate(given) if v is None]
-            if missing:
-                with self.timer.stage("embed"):
-                    embedded = self.embedder.embed([c.text for i in missing for c in docs[i].chunks])
-                row = 0
-                for i in missing:
-                    given[i] = embedded[row:row + len(docs[i].chunks)]
-                    row += len(docs[i].chunks)
-            vectors = np.concatenate(given) if given else np.zeros((0, self.embedder.dim), dtype=np.float32)
+                embedded = self.embedder.embed([c.text for i in missing for c in docs[i].chunks])
+            row = 0
+            for i in missing:
+                given[i] = embedded[row : row + len(docs[i].chunks)]
+                row += len(docs[i].chunks)
+        vectors = np.concatenate(given)
         ingested_at = datetime.now(UTC).isoformat()
         points: list[Point] = []
         row = 0
