@@ -46,6 +46,8 @@ DataDir = Annotated[
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON object.")]
 Collection = Annotated[str | None, typer.Option("--collection", help="Qdrant collection \\[default: ragline]")]
+ChunkTokens = Annotated[int | None, typer.Option("--chunk-tokens", help="Chunk size in model tokens.")]
+OverlapTokens = Annotated[int | None, typer.Option("--overlap-tokens", help="Overlap between chunks in tokens.")]
 WaitForLock = Annotated[
     float, typer.Option("--wait-for-lock", min=0, help="Seconds to wait while another run of a source holds it \\[default: 0, exit].")
 ]
@@ -123,8 +125,8 @@ def ingest(
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Retry documents that failed before even if unchanged.")] = False,
     full_listing: Annotated[bool, typer.Option("--full-listing", help="List every document even where a cursor allows listing only changes.")] = False,
     wait_for_lock: WaitForLock = 0.0,
-    chunk_tokens: Annotated[int | None, typer.Option("--chunk-tokens", help="Chunk size in model tokens.")] = None,
-    overlap_tokens: Annotated[int | None, typer.Option("--overlap-tokens", help="Overlap between chunks in tokens.")] = None,
+    chunk_tokens: ChunkTokens = None,
+    overlap_tokens: OverlapTokens = None,
     config: ConfigFile = None,
     collection: Collection = None,
     data_dir: DataDir = None,
@@ -343,8 +345,8 @@ def status(
 def reindex(
     model_path: Annotated[Path | None, typer.Option("--model-path", help="sentence-transformers model folder \\[default: the current one].")] = None,
     model_window: Annotated[int | None, typer.Option("--model-window", help="The model's input window in tokens.")] = None,
-    chunk_tokens: Annotated[int | None, typer.Option("--chunk-tokens", help="Chunk size in model tokens.")] = None,
-    overlap_tokens: Annotated[int | None, typer.Option("--overlap-tokens", help="Overlap between chunks in tokens.")] = None,
+    chunk_tokens: ChunkTokens = None,
+    overlap_tokens: OverlapTokens = None,
     config: ConfigFile = None,
     collection: Collection = None,
     data_dir: DataDir = None,
