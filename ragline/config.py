@@ -38,6 +38,28 @@ class Settings(BaseSettings):
     max_delete_share: float = Field(default=0.5, gt=0, le=1)
     max_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
 
+    # Embeddings from an OpenAI-compatible endpoint instead of the local model (embedders/openai_compatible.py).
+    embed_base_url: str | None = Field(default=None, description="OpenAI-compatible base URL, e.g. https://host/v1")
+    embed_model: str | None = Field(default=None, description="embedding model name at that endpoint")
+    embed_api_key: SecretStr | None = None
+    embed_dim: int | None = Field(default=None, ge=1, description="vector size the endpoint returns")
+    embed_tokenizer: Path | None = Field(
+        default=None, description="local Hugging Face tokenizer dir that counts tokens as the endpoint's model does"
+    )
+    embed_tokens_per_minute: int | None = Field(default=None, ge=1, description="token budget per minute")
+
+    # Query service (query/): generation provider, API keys, cache. Several providers, routing and
+    # scoped keys come from the config file's `query:` section; these cover a single provider.
+    llm_base_url: str | None = Field(default=None, description="OpenAI-compatible chat-completions base URL")
+    llm_model: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_external: bool = Field(default=True, description="true: question and context are redacted before the call")
+    api_keys: SecretStr | None = Field(default=None, description="comma-separated keys accepted as Bearer tokens")
+    redis_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "RAGLINE_REDIS_URL"), description="query cache"
+    )
+    cache_ttl_seconds: int = Field(default=3600, ge=0)
+
     @property
     def resolved_ledger_url(self) -> str:
         return self.ledger_url or f"sqlite:///{(self.data_dir / 'ledger.db').resolve()}"
