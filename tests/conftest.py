@@ -70,6 +70,24 @@ def ledger_url(request, tmp_path):
 
     engine = create_engine(base, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:  # each test starts from empty tables
-        conn.execute(text("DROP TABLE IF EXISTS documents, runs, listing, sources"))
+        conn.execute(text("DROP TABLE IF EXISTS documents, runs, listing, sources, source_cursors, audit_log"))
     engine.dispose()
     return base
+
+
+REDIS_TEST_URL = os.environ.get("RAGLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+def redis_url():
+    """The Redis server's test database (15), emptied before each test."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_TEST_URL, socket_timeout=2)
+    try:
+        client.flushdb()
+    except Exception as exc:  # noqa: BLE001 - any connection failure means the service is missing
+        service_missing("Redis", exc)
+    finally:
+        client.close()
+    return REDIS_TEST_URL
