@@ -285,6 +285,29 @@ class Ledger:
             )
             conn.execute(delete(listing_table).where(listing_table.c.run_id == run_id))
 
+    def index_version(self) -> str:
+        """A token that changes whenever an ingest may have changed the store (for cache keys).
+
+        Built from the runs that are not dry runs, across all sources: the newest run's id, how
+        many runs are still `running`, and the latest `finished_at`. Ids only grow, so a run
+        starting changes the newest id; with no new run, a run finishing (or being marked
+        abandoned) lowers the running count. So a run in progress and the same run finished
+        give different versions even while a newer run of another source is in progress,
+        which the newest run alone would miss. One aggregate query over `runs` (one row per
+        sync, a small table)."""
+        r = runs_table
+        query = select(
+            func.max(r.c.id),
+            func.count().filter(r.c.status == "running"),
+            func.max(r.c.finished_at),
+        ).where(r.c.dry_run == 0)
+        with self.engine.connect() as conn:
+            newest, running, finished = conn.execute(query).one()
+        if newest is None:
+            return "empty"
+        finished_text = finished.isoformat() if isinstance(finished, datetime) else str(finished)
+        return f"run{newest}.r{running}.f{finished_text}"
+
     def last_run(self, source: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(
