@@ -9,13 +9,14 @@ from pathlib import Path
 
 from chunkers.token_chunker import TokenChunker
 from connectors.local import LocalFolderConnector
+from embedders.openai_compatible import OpenAICompatibleEmbedder
 from embedders.sentence_transformer import SentenceTransformerEmbedder
 from ragline import parsers
 from ragline.config import Settings
 from ragline.errors import ConfigError
 from ragline.ledger import Ledger
 from ragline.sources import DEFAULT_CONFIG, SourceConfig, build_connector, load_sources
-from ragline.types import Connector
+from ragline.types import Connector, Embedder
 from stores.qdrant import QdrantStore
 
 
@@ -24,17 +25,43 @@ class Components:
     settings: Settings
     store: QdrantStore
     ledger: Ledger
-    embedder: SentenceTransformerEmbedder
+    embedder: Embedder
     chunker: TokenChunker
 
 
-def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
+def build_embedder(settings: Settings) -> Embedder:
+    """The OpenAI-compatible endpoint when RAGLINE_EMBED_BASE_URL is set, else the local model.
+
+    For an endpoint, RAGLINE_EMBED_MODEL, RAGLINE_EMBED_DIM and RAGLINE_EMBED_TOKENIZER are
+    required. The window is settings.model_window, whose default (256) is MiniLM's: a hosted
+    model needs its own, e.g. RAGLINE_MODEL_WINDOW=8191 for text-embedding-3-small, or its
+    chunks stay MiniLM-sized. Cheap: nothing is loaded or called here.
+    """
+    if settings.embed_base_url:
+        model, dim, tokenizer = settings.embed_model, settings.embed_dim, settings.embed_tokenizer
+        missing = [name for name, value in (("RAGLINE_EMBED_MODEL", model), ("RAGLINE_EMBED_DIM", dim),
+                                            ("RAGLINE_EMBED_TOKENIZER", tokenizer)) if not value]
+        if not model or dim is None or tokenizer is None:
+            raise ConfigError(
+                f"RAGLINE_EMBED_BASE_URL is set, so {', '.join(missing)} must be set too "
+                "(the endpoint's model name, its vector size, and a local tokenizer folder that counts its tokens)"
+            )
+        return OpenAICompatibleEmbedder(
+            settings.embed_base_url,
+            model,
+            dim=dim,
+            tokenizer=tokenizer,
+            max_tokens=settings.model_window,
+            api_key=settings.embed_api_key.get_secret_value() if settings.embed_api_key else None,
+            batch_size=settings.embed_batch_size,
+            tokens_per_minute=settings.embed_tokens_per_minute,
+        )
     return SentenceTransformerEmbedder(
         settings.model_path, max_tokens=settings.model_window, batch_size=settings.embed_batch_size
     )
 
 
-def build_chunker(settings: Settings, embedder: SentenceTransformerEmbedder) -> TokenChunker:
+def build_chunker(settings: Settings, embedder: Embedder) -> TokenChunker:
     return TokenChunker(
         embedder,
         chunk_tokens=settings.chunk_tokens,

@@ -145,5 +145,6 @@ class TokenCounter(Protocol):
 class Embedder(TokenCounter, Protocol):
     model_name: str
     dim: int
+    special_tokens: int  # tokens the model adds around every input ([CLS], [SEP]); they count against the window
 
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
