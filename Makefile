@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	$(BIN)/ragline ingest samples/corpus --source sample --data-dir $(DEMO_DATA)
-	$(BIN)/ragline search "$(QUESTION)" -k 3 --data-dir $(DEMO_DATA)
+	$(BIN)/ragline ask "$(QUESTION)" -k 3 --data-dir $(DEMO_DATA)
 
 test: install
 	$(BIN)/python -m pytest

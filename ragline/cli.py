@@ -25,6 +25,7 @@ from ragline.offline import enforce_offline
 
 enforce_offline()
 
+from embedders.openai_compatible import EmbeddingError  # noqa: E402
 from query.search import parse_filters, search  # noqa: E402
 from ragline.components import configured_sources, connectors_for, open_components  # noqa: E402
 from ragline.sources import build_connector, describe  # noqa: E402
@@ -165,6 +166,9 @@ def _run_syncs(make_options, setting_overrides: dict[str, Any], scope: dict[str,
                         source_errors.append(str(exc))
                     finally:
                         getattr(connector, "close", lambda: None)()
+    except EmbeddingError as exc:  # the embedding endpoint failed mid-run: like a store failure, nothing is lost
+        raise _fail(f"ingest stopped: {exc}. Documents finished before the error are indexed; "
+                    "the next run resumes from there.", as_json, EXIT_RUN_ABORTED) from None
     except RaglineError as exc:
         raise _fail(str(exc), as_json) from None
     except Exception as exc:  # the store or ledger failed mid-run: report it plainly, lose nothing
@@ -274,7 +278,7 @@ def search_command(
         for h in hits
     ]
     if as_json:
-        print(json.dumps({"question": question, "k": k, "filters": conditions, "hits": rows}))
+        print(json.dumps({"question": question, "k": k, "filters": conditions.model_dump(mode="json", exclude_defaults=True), "hits": rows}))
         return
     if not rows:
         out.print("No results (is anything ingested? try `ragline status`).")
@@ -438,6 +442,109 @@ def sources_check(
         err.print(f"[bold red]error:[/] {result['error']}", highlight=False)
     if not result["ok"]:
         raise typer.Exit(EXIT_NOTHING_DONE)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8000,
+    config: ConfigFile = None,
+    collection: Collection = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Serve the query API (/v1/search, /v1/ask, /healthz, /readyz, /metrics) over HTTP."""
+    import uvicorn
+
+    from query.api import create_app
+    from query.service import open_service
+
+    try:
+        settings = _settings(data_dir=data_dir, collection=collection)
+        with open_service(settings, config) as service:
+            application = create_app(service)
+            err.print(f"ragline query API on http://{host}:{port} (OpenAPI: /docs)", highlight=False)
+            uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+    except RaglineError as exc:
+        raise _fail(str(exc), False) from None
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question to answer from the indexed documents.")],
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=100, help="How many chunks to use as context.")] = 5,
+    filters: Annotated[list[str], typer.Option("--filter", help="key=value on chunk metadata, repeatable.")] = [],
+    model: Annotated[str | None, typer.Option("--model", help="Preferred provider or model name.")] = None,
+    config: ConfigFile = None,
+    collection: Collection = None,
+    data_dir: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Answer QUESTION in-process, exactly as POST /v1/ask would, with citations."""
+    from query.service import LOCAL_CALLER, open_service
+
+    try:
+        settings = _settings(data_dir=data_dir, collection=collection)
+        conditions = parse_filters(filters)
+        with open_service(settings, config) as service:
+            started = time.perf_counter()
+            outcome = service.ask(question, k=k, filters=conditions, caller=LOCAL_CALLER, model=model)
+            service.record("cli:ask", LOCAL_CALLER, question, outcome, 200, time.perf_counter() - started)
+    except RaglineError as exc:
+        raise _fail(str(exc), as_json) from None
+    body = outcome.body
+    if as_json:
+        print(json.dumps(body, default=str))
+        return
+    out.print(body["answer"], highlight=False)
+    out.print(f"[dim]model: {body['model']} (route {body['route']['name']}: {body['route']['reason']})"
+              f"{' - from cache' if body['cached'] else ''}[/]", highlight=False)
+    for citation in body["citations"]:
+        pages = citation["page_start"] if citation["page_start"] == citation["page_end"] else f"{citation['page_start']}-{citation['page_end']}"
+        out.print(f"  [{citation['n']}] {citation['source']}:{citation['doc_id']} page {pages}", highlight=False)
+    for warning in body["warnings"]:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+audit_app = typer.Typer(no_args_is_help=True, help="The audit trail of the query service.")
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    expect_head: Annotated[str | None, typer.Option("--expect-head", help="SEQ:HASH recorded earlier; the chain must still reach it.")] = None,
+    data_dir: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Check that no audit entry was edited, deleted or reordered. Exit 1 when one was."""
+    from sqlalchemy import create_engine
+
+    from query.audit import AuditLog
+
+    try:
+        settings = _settings(data_dir=data_dir)
+        anchor = None
+        if expect_head is not None:
+            seq, sep, digest = expect_head.partition(":")
+            if not sep or not seq.isdigit():
+                raise RaglineError(f"--expect-head {expect_head!r} is not of the form SEQ:HASH")
+            anchor = (int(seq), digest)
+        engine = create_engine(settings.resolved_ledger_url)
+        try:
+            report = AuditLog(engine).verify(expect_head=anchor)
+        finally:
+            engine.dispose()
+    except RaglineError as exc:
+        raise _fail(str(exc), as_json) from None
+    if as_json:
+        print(json.dumps({"ok": report.ok, "entries": report.entries, "head": report.head, "head_seq": report.head_seq,
+                          "problems": report.problems}))
+    elif report.ok:
+        out.print(f"[green]ok[/] {report.entries} audit entries, chain intact; head {report.head_seq}:{report.head}", highlight=False)
+    else:
+        for problem in report.problems:
+            err.print(f"[bold red]tampered:[/] {problem}", highlight=False)
+    if not report.ok:
+        raise typer.Exit(EXIT_FAILED_DOCUMENTS)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m ragline`

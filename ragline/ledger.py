@@ -115,6 +115,7 @@ listing_table = Table(
     Column("fingerprint", String(200), nullable=False),
     Column("uri", Text, nullable=False),
     Column("size", Integer, nullable=True),
+    Column("modified_at", DateTime(timezone=True), nullable=True),  # the source's, carried to the chunks' payload
     # "ref": listed with a fingerprint; "id": present (ids-only listing); "del": reported deleted
     Column("kind", String(4), nullable=False, default="ref"),
 )
@@ -129,6 +130,11 @@ cursors_table = Table(
 )
 
 LISTED, PRESENT, DELETED = "ref", "id", "del"
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands timestamps back without their zone; they were stored in UTC."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def _now() -> datetime:
@@ -184,7 +190,7 @@ class Ledger:
     def _drop_outdated_listing(self) -> None:
         """The listing holds only the current run's scratch rows: an older layout is dropped, not migrated."""
         columns = {c["name"] for c in inspect(self.engine).get_columns("listing")} if inspect(self.engine).has_table("listing") else set()
-        if columns and "kind" not in columns:
+        if columns and not {"kind", "modified_at"} <= columns:
             listing_table.drop(self.engine)
 
     def close(self) -> None:
@@ -325,9 +331,10 @@ class Ledger:
 
         def row(item: DocRef | Deletion) -> dict[str, Any]:
             if isinstance(item, Deletion):
-                return {"run_id": run_id, "doc_id": item.doc_id, "fingerprint": "", "uri": "", "size": None, "kind": DELETED}
+                return {"run_id": run_id, "doc_id": item.doc_id, "fingerprint": "", "uri": "", "size": None,
+                        "modified_at": None, "kind": DELETED}
             return {"run_id": run_id, "doc_id": item.doc_id, "fingerprint": item.fingerprint, "uri": item.uri,
-                    "size": item.size, "kind": LISTED}
+                    "size": item.size, "modified_at": item.modified_at, "kind": LISTED}
 
         return self._insert_listing(map(row, items), ignore_duplicates=False)
 
@@ -416,7 +423,7 @@ class Ledger:
         while True:
             with self.engine.connect() as conn:
                 rows = conn.execute(
-                    select(lst.c.doc_id, lst.c.fingerprint, lst.c.uri, lst.c.size, d.c.uri.label("known_uri"),
+                    select(lst.c.doc_id, lst.c.fingerprint, lst.c.uri, lst.c.size, lst.c.modified_at, d.c.uri.label("known_uri"),
                            d.c.version, d.c.doc_id.label("known"))
                     .select_from(joined)
                     .where(condition, lst.c.doc_id > after)
@@ -427,7 +434,7 @@ class Ledger:
                 return
             for row in rows:
                 ref = DocRef(source=source, doc_id=row.doc_id, fingerprint=row.fingerprint,
-                             uri=row.uri or row.known_uri or "", size=row.size)
+                             uri=row.uri or row.known_uri or "", size=row.size, modified_at=_aware(row.modified_at))
                 yield PendingDoc(ref=ref, known_version=row.version, is_new=row.known is None)
             after = rows[-1].doc_id
 

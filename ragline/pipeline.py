@@ -32,7 +32,7 @@ from ragline.clean import strip_headers_footers
 from ragline.errors import DocumentError, MassDeleteRefused, ParseError
 from ragline.ledger import STATUS_FAILED, STATUS_INDEXED, Ledger, PendingDoc
 from ragline.types import Chunk, Connector, DocRef, Embedder, IncrementalConnector, RawDocument
-from stores.qdrant import IndexSpec, Point, QdrantStore, point_id
+from stores.qdrant import IndexSpec, Point, QdrantStore, point_id, source_times
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,7 @@ class PreparedDocument:
     metadata: dict[str, Any]
     is_new: bool  # no ledger row yet: gets a pending row, has no older chunks to delete
     first_version: bool  # nothing of it was indexed before: reported as added, not updated
+    filename: str = ""  # RawDocument.filename: its suffix is the payload's doc_type
 
 
 def index_spec(embedder: Embedder, chunker: TokenChunker) -> IndexSpec:
@@ -168,6 +169,7 @@ def prepare_document(raw: RawDocument, chunker: TokenChunker, pending: PendingDo
         metadata=dict(raw.metadata),
         is_new=pending.is_new,
         first_version=pending.known_version is None,
+        filename=raw.filename,
     )
 
 
@@ -215,7 +217,27 @@ class InProcessPreparer:
             yield prepare_one(self.connector, self.chunker, doc, force=force, timer=timer)
 
 
+def _doc_type(filename: str) -> str | None:
+    """The format as a lower-case suffix without dot ("pdf", "md"); record sources render text: "txt"."""
+    name = filename.rsplit("/", 1)[-1]
+    stem, dot, suffix = name.rpartition(".")
+    return suffix.lower() if dot and stem and suffix else None
+
+
+def _path_prefixes(doc_id: str) -> list[str]:
+    """Every ancestor folder of a doc_id path: "hr/policies/leave.md" -> ["hr", "hr/policies"]."""
+    parts = [p for p in doc_id.split("/") if p]
+    return ["/".join(parts[:n]) for n in range(1, len(parts))]
+
+
 def chunk_payload(doc: PreparedDocument, chunk: Chunk, ingested_at: str) -> dict[str, Any]:
+    """A chunk's payload in format 2 (stores.qdrant.PAYLOAD_FORMAT; fields in docs/downstream.md).
+
+    Flat fields serve ragline's filters and LlamaIndex (which reads the flat payload); `metadata`
+    repeats what a reader should show, because LangChain reads metadata from one payload key.
+    """
+    times = source_times(doc.ref.modified_at)
+    doc_type = _doc_type(doc.filename)
     return {
         "text": chunk.text,
         "source": doc.ref.source,
@@ -231,7 +253,23 @@ def chunk_payload(doc: PreparedDocument, chunk: Chunk, ingested_at: str) -> dict
         "doc_version": doc.version,
         "content_hash": hashlib.sha256(chunk.text.encode("utf-8")).hexdigest(),
         "ingested_at": ingested_at,
+        "doc_type": doc_type,
+        "path_prefixes": _path_prefixes(doc.ref.doc_id),
+        **times,  # modified_at, modified_ts
         "meta": doc.metadata,
+        "metadata": {
+            "source": doc.ref.source,
+            "doc_id": doc.ref.doc_id,
+            "uri": doc.ref.uri,
+            "title": doc.title,
+            "section": chunk.section,
+            "page_start": chunk.page_start,
+            "page_end": chunk.page_end,
+            "doc_type": doc_type,
+            "modified_at": times["modified_at"],
+            "chunk_index": chunk.index,
+            "meta": doc.metadata,
+        },
     }
 
 

@@ -131,7 +131,8 @@ SourceConfig = Annotated[LocalSource | S3Source | SqlSource | HubSpotSource | Re
 
 class SourcesFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    sources: dict[str, SourceConfig]
+    sources: dict[str, SourceConfig] = {}
+    query: dict[str, Any] | None = None  # the query service's section, validated by query/config.py
 
 
 def _describe(error: dict[str, Any], raw: dict[str, Any]) -> str:

@@ -9,25 +9,50 @@ collection (indexes built before any re-index) or a Qdrant alias pointing at a p
 collection such as `ragline--20261204T181500` (see ragline/reindex.py). Every read and write
 goes through the name, so both work the same; `for_collection` addresses another collection
 with the same client (embedded mode locks its folder: a second client on it would fail).
+
+Payload format: every point's payload follows a versioned, stable layout (`PAYLOAD_FORMAT`, the
+field table is in docs/downstream.md) that LlamaIndex and LangChain read as is. The collection
+records its format next to the spec; a collection of an older format is refused with a pointer
+to `ragline reindex`, which rebuilds it in the current one.
+
+Filters: `SearchFilters` is the filter language of searches (HTTP API body, `--filter`);
+`build_filter` turns it into a Qdrant filter. The named filters (source, doc_type, path_prefix,
+modified_after/before) read fields the payload carries for them; `where` matches any payload key.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Self
 
 import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 from qdrant_client import QdrantClient, models
 
 from ragline.errors import ConfigError, IndexMismatchError
 from ragline.types import Hit
 
 POINT_NAMESPACE = uuid.UUID("6f1d7f0e-4c1b-5f5e-9a57-2b8e4f3c9d10")
-INDEXED_FIELDS = ("source", "doc_id", "doc_version")
+PAYLOAD_FORMAT = 2  # the payload layout this version writes and reads; bumped only with a re-index path
+KEYWORD_INDEXED_FIELDS = ("source", "doc_id", "doc_version", "doc_type", "path_prefixes")
+FLOAT_INDEXED_FIELDS = ("modified_ts",)
 UPSERT_BATCH = 512
 
 
@@ -45,6 +70,27 @@ class IndexSpec:
     window: int
     chunk_tokens: int
     overlap_tokens: int
+    payload_format: int = PAYLOAD_FORMAT  # collections made before the field existed are format 1
+
+
+def source_times(modified: datetime | None) -> dict[str, Any]:
+    """The payload's `modified_at` (RFC 3339 UTC) and `modified_ts` (epoch seconds) for a source's
+    modification time; a naive time is taken as UTC (not the host's zone), None gives nulls."""
+    if modified is None:
+        return {"modified_at": None, "modified_ts": None}
+    modified = modified.replace(tzinfo=UTC) if modified.tzinfo is None else modified.astimezone(UTC)
+    return {"modified_at": modified.isoformat().replace("+00:00", "Z"), "modified_ts": modified.timestamp()}
+
+
+def check_payload_format(collection: str, spec: IndexSpec) -> None:
+    """Refuse a collection whose payloads are laid out in another format than this version's."""
+    if spec.payload_format == PAYLOAD_FORMAT:
+        return
+    raise IndexMismatchError(
+        f"collection {collection!r} holds payload format {spec.payload_format}; this version of ragline "
+        f"reads and writes format {PAYLOAD_FORMAT}. Run `ragline reindex` to rebuild it in the current format "
+        "(queries keep working on the old collection until the switch)."
+    )
 
 
 @dataclass(frozen=True)
@@ -63,17 +109,208 @@ class Point:
     payload: dict[str, Any]
 
 
-def build_filter(conditions: Mapping[str, Any] | None) -> models.Filter | None:
-    """Equality on each key; a list value matches any of its items."""
-    if not conditions:
-        return None
-    must = []
-    for key, value in conditions.items():
-        if isinstance(value, list | tuple | set):
-            must.append(models.FieldCondition(key=key, match=models.MatchAny(any=list(value))))
+# -- filters ---------------------------------------------------------------------------------------
+
+Scalar = StrictStr | StrictInt | StrictFloat | StrictBool
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+RANGE_BOUNDS = ("gt", "gte", "lt", "lte")
+
+
+def _check_range(bounds: Mapping[str, Any]) -> None:
+    """ValueError unless `bounds` is a non-empty set of numeric gt/gte/lt/lte that some value meets."""
+    unknown = sorted(set(bounds) - set(RANGE_BOUNDS))
+    if unknown:
+        raise ValueError(f"a range takes gt, gte, lt, lte; not {', '.join(map(repr, unknown))}")
+    given = {k: v for k, v in bounds.items() if v is not None}
+    if not given:
+        raise ValueError("a range needs at least one of gt, gte, lt, lte")
+    for key, value in given.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"range bound {key} must be a number, got {value!r}")
+    lows = [(given[k], k == "gt") for k in ("gt", "gte") if k in given]
+    highs = [(given[k], k == "lt") for k in ("lt", "lte") if k in given]
+    for low, low_strict in lows:
+        for high, high_strict in highs:
+            if low > high or (low == high and (low_strict or high_strict)):
+                raise ValueError(f"the range {given} matches no value")
+
+
+class FieldRange(BaseModel):
+    """A numeric range on one payload field: any of gt / gte / lt / lte."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gt: StrictInt | StrictFloat | None = None
+    gte: StrictInt | StrictFloat | None = None
+    lt: StrictInt | StrictFloat | None = None
+    lte: StrictInt | StrictFloat | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        _check_range(self.model_dump())
+        return self
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool)
+
+
+def _field_filter(value: Any) -> Any:
+    """One `where` condition: a value, a non-empty list of values (any of) or a range object.
+    Checked by hand so an error names the one reason instead of every branch of a union."""
+    if isinstance(value, FieldRange) or _is_scalar(value):
+        return value
+    if isinstance(value, Mapping):
+        _check_range(value)
+        return FieldRange(**value)
+    if isinstance(value, list | tuple):
+        if not value:
+            raise ValueError("an empty list matches nothing")
+        wrong = [v for v in value if not _is_scalar(v)]
+        if wrong:
+            raise ValueError(f"list items must be strings, numbers or booleans, got {wrong[0]!r}")
+        return list(value)
+    raise ValueError(
+        f"expected a string, number, boolean, a list of those, or a range object {{gt, gte, lt, lte}}; got {value!r}"
+    )
+
+
+# An equality value, a list of them (any of), or a range object. Typed Any for pydantic (the
+# validator above decides; the schema still documents the three shapes) so that serializing it
+# does not try each branch of the union.
+FieldFilter = Annotated[
+    Any,
+    PlainValidator(_field_filter, json_schema_input_type=Scalar | list[Scalar] | FieldRange),
+]
+
+
+def _one_or_many(value: str | list[str] | None, what: str) -> str | list[str] | None:
+    if isinstance(value, list) and not value:
+        raise ValueError(f"{what}: an empty list matches nothing; leave it out to match every {what}")
+    return value
+
+
+class SearchFilters(BaseModel):
+    """What a search may be narrowed to; every given filter must hold (AND).
+
+    A list matches any of its items. modified_after is inclusive and modified_before exclusive
+    (like a sync's window); a naive datetime is UTC. Documents without a modification time
+    never match a modified_* filter.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str | list[str] | None = None
+    doc_type: str | list[str] | None = None  # lower-case suffix without dot: "pdf", "md"
+    path_prefix: str | None = None  # "hr" or "hr/": documents whose doc_id lies under hr/
+    modified_after: datetime | None = None
+    modified_before: datetime | None = None
+    where: dict[str, FieldFilter] = Field(default_factory=dict)  # payload key (dotted for nested) -> filter
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str | list[str] | None) -> str | list[str] | None:
+        return _one_or_many(value, "source")
+
+    @field_validator("doc_type")
+    @classmethod
+    def _doc_type(cls, value: str | list[str] | None) -> str | list[str] | None:
+        def norm(v: str) -> str:
+            return v.strip().lstrip(".").lower()
+
+        value = _one_or_many(value, "doc_type")
+        if value is None:
+            return None
+        return norm(value) if isinstance(value, str) else [norm(v) for v in value]
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _path_prefix(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        stripped = value.strip().strip("/")
+        if not stripped:
+            raise ValueError(f"path_prefix {value!r} names no folder; leave it out to match every path")
+        return stripped
+
+    @field_validator("modified_after", "modified_before")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    @field_validator("where")
+    @classmethod
+    def _keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key, condition in value.items():
+            if not _KEY.fullmatch(key):
+                raise ValueError(
+                    f"where: key {key!r} is not a payload field path (letters, digits and _, "
+                    "dots between nested names, e.g. meta.owner)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _window(self) -> Self:
+        if self.modified_after and self.modified_before and self.modified_after >= self.modified_before:
+            raise ValueError(
+                f"modified_after ({self.modified_after.isoformat()}) is not before modified_before "
+                f"({self.modified_before.isoformat()}): no document matches"
+            )
+        return self
+
+    def is_empty(self) -> bool:
+        return self == SearchFilters()
+
+
+def _match(key: str, value: Any) -> models.Condition:
+    """Equality on one key; a list matches any item. Qdrant matches only str, int and bool, so a
+    float is matched as the range [v, v] and a list of mixed types as alternatives."""
+    if isinstance(value, list | tuple | set):
+        items = list(value)
+        if all(isinstance(v, str) for v in items) or all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+            return models.FieldCondition(key=key, match=models.MatchAny(any=items))
+        return models.Filter(should=[_match(key, v) for v in items])
+    if isinstance(value, float):
+        return models.FieldCondition(key=key, range=models.Range(gte=value, lte=value))
+    return models.FieldCondition(key=key, match=models.MatchValue(value=value))
+
+
+def _search_conditions(filters: SearchFilters) -> list[models.Condition]:
+    must: list[models.Condition] = []
+    if filters.source is not None:
+        must.append(_match("source", filters.source))
+    if filters.doc_type is not None:
+        must.append(_match("doc_type", filters.doc_type))
+    if filters.path_prefix is not None:
+        # Every ancestor folder is in the point's path_prefixes: a prefix filter is one exact match.
+        must.append(models.FieldCondition(key="path_prefixes", match=models.MatchValue(value=filters.path_prefix)))
+    if filters.modified_after is not None or filters.modified_before is not None:
+        must.append(models.FieldCondition(key="modified_ts", range=models.Range(
+            gte=filters.modified_after.timestamp() if filters.modified_after else None,
+            lt=filters.modified_before.timestamp() if filters.modified_before else None,
+        )))
+    for key, condition in filters.where.items():
+        if isinstance(condition, FieldRange):
+            must.append(models.FieldCondition(key=key, range=models.Range(**condition.model_dump())))
         else:
-            must.append(models.FieldCondition(key=key, match=models.MatchValue(value=value)))
-    return models.Filter(must=must)
+            must.append(_match(key, condition))
+    return must
+
+
+def build_filter(conditions: SearchFilters | Mapping[str, Any] | None) -> models.Filter | None:
+    """A Qdrant filter from SearchFilters, or from a mapping of payload key -> equality value
+    (a list matches any of its items), the form ragline's own reads and deletes use."""
+    if conditions is None:
+        return None
+    if isinstance(conditions, SearchFilters):
+        must = _search_conditions(conditions)
+    else:
+        must = [_match(key, value) for key, value in conditions.items()]
+    return models.Filter(must=must) if must else None
 
 
 class QdrantStore:
@@ -187,11 +424,12 @@ class QdrantStore:
         return AliasSwitch(previous=self.collection, previous_was_alias=False, gap_seconds=gap)
 
     def spec(self) -> IndexSpec | None:
+        """What built the collection; a collection without a recorded payload format is format 1."""
         if not self.exists():
             return None
         meta = self.client.get_collection(self.collection).config.metadata or {}
         spec = meta.get("ragline")
-        return IndexSpec(**spec) if spec else None
+        return IndexSpec(**{"payload_format": 1, **spec}) if spec else None
 
     def ensure_collection(self, spec: IndexSpec) -> None:
         """Create the collection for `spec`, or check that the existing one was built by it."""
@@ -202,8 +440,10 @@ class QdrantStore:
                 metadata={"ragline": asdict(spec)},
             )
             if not self.embedded:  # local mode scans payloads and has no indexes
-                for field in INDEXED_FIELDS:
+                for field in KEYWORD_INDEXED_FIELDS:
                     self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
+                for field in FLOAT_INDEXED_FIELDS:
+                    self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.FLOAT)
             return
         existing = self.spec()
         if existing is None:
@@ -211,6 +451,7 @@ class QdrantStore:
                 f"collection {self.collection!r} at {self.location} was not built by ragline; "
                 "use another collection name"
             )
+        check_payload_format(self.collection, existing)
         if existing != spec:
             diffs = ", ".join(
                 f"{k}: collection has {v!r}, this run uses {getattr(spec, k)!r}"
@@ -253,6 +494,21 @@ class QdrantStore:
             wait=True,
         )
 
+    def set_modified_at(self, source: str, doc_id: str, modified: datetime | None) -> None:
+        """Record a document's new modification time in its chunks' payloads without re-indexing
+        it (same bytes, touched at the source), so modified_* filters see what a fresh sync would.
+
+        None leaves the payload as it is: Qdrant's set_payload removes a key given null, and a
+        document without a time is written with nulls, which a missing key would not equal.
+        """
+        if modified is None:
+            return
+        times = source_times(modified)
+        selector = models.FilterSelector(filter=build_filter({"source": source, "doc_id": doc_id}))
+        self.client.set_payload(self.collection, payload=times, points=selector, wait=True)
+        self.client.set_payload(self.collection, payload={"modified_at": times["modified_at"]}, key="metadata",
+                                points=selector, wait=True)
+
     def delete_documents(self, source: str, doc_ids: Sequence[str]) -> None:
         if not doc_ids:
             return
@@ -264,7 +520,9 @@ class QdrantStore:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def search(self, vector: np.ndarray, *, k: int = 5, filters: Mapping[str, Any] | None = None) -> list[Hit]:
+    def search(
+        self, vector: np.ndarray, *, k: int = 5, filters: SearchFilters | Mapping[str, Any] | None = None
+    ) -> list[Hit]:
         if not self.exists():
             return []
         response = self.client.query_points(
@@ -279,12 +537,14 @@ class QdrantStore:
             for p in response.points
         ]
 
-    def count(self, filters: Mapping[str, Any] | None = None) -> int:
+    def count(self, filters: SearchFilters | Mapping[str, Any] | None = None) -> int:
         if not self.exists():
             return 0
         return self.client.count(self.collection, count_filter=build_filter(filters), exact=True).count
 
-    def iter_points(self, filters: Mapping[str, Any] | None = None, *, page: int = 1000) -> Iterator[tuple[str, dict]]:
+    def iter_points(
+        self, filters: SearchFilters | Mapping[str, Any] | None = None, *, page: int = 1000
+    ) -> Iterator[tuple[str, dict]]:
         """Every (id, payload) matching `filters`, paged."""
         if not self.exists():
             return

@@ -1,10 +1,23 @@
 from __future__ import annotations
 
+from dataclasses import asdict
+from datetime import UTC, datetime
+
 import numpy as np
 import pytest
+from qdrant_client import models
 
 from ragline.errors import ConfigError, IndexMismatchError
-from stores.qdrant import IndexSpec, Point, QdrantStore, build_filter, point_id
+from stores.qdrant import (
+    PAYLOAD_FORMAT,
+    IndexSpec,
+    Point,
+    QdrantStore,
+    SearchFilters,
+    build_filter,
+    point_id,
+    source_times,
+)
 
 SPEC = IndexSpec(model="m", dim=4, window=256, chunk_tokens=250, overlap_tokens=38)
 
@@ -149,3 +162,79 @@ def test_a_store_for_another_collection_shares_the_client(store):
     assert other.client is store.client
     other.close()  # does not close the shared client
     assert store.exists()
+
+
+# -- payload format and filters ------------------------------------------------------------------------
+
+def test_the_collection_records_its_payload_format(store):
+    meta = store.client.get_collection("test").config.metadata
+    assert meta["ragline"]["payload_format"] == PAYLOAD_FORMAT == SPEC.payload_format == 2
+
+
+def test_a_collection_without_a_payload_format_is_format_1_and_refused(store):
+    old = {k: v for k, v in asdict(SPEC).items() if k != "payload_format"}
+    older = store.for_collection("older")
+    store.client.create_collection("older", vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE),
+                                   metadata={"ragline": old})
+    assert older.spec() == IndexSpec(**old, payload_format=1)  # still readable: reindex reads it
+    with pytest.raises(IndexMismatchError, match=r"payload format 1; this version of ragline reads and writes "
+                                                 r"format 2\. Run `ragline reindex`"):
+        older.ensure_collection(SPEC)
+
+
+def test_a_server_collection_gets_payload_indexes_for_the_filterable_fields(tmp_path):
+    s = QdrantStore(path=tmp_path / "srv", collection="srv")
+    s.embedded = False  # local mode ignores payload indexes; record what a server would be asked for
+    requested = []
+    s.client.create_payload_index = lambda collection, field, schema: requested.append((collection, field, schema))
+    try:
+        s.ensure_collection(SPEC)
+    finally:
+        s.close()
+    keyword, float_ = models.PayloadSchemaType.KEYWORD, models.PayloadSchemaType.FLOAT
+    assert requested == [("srv", f, keyword) for f in ("source", "doc_id", "doc_version", "doc_type", "path_prefixes")] + [
+        ("srv", "modified_ts", float_)]
+
+
+def test_search_filters_work_on_every_read(store):
+    docs = [("a", "hr/policies/leave.md", "md", 100.0), ("a", "hr/pay.pdf", "pdf", 200.0), ("b", "eng/vpn.md", "md", None)]
+    store.upsert([
+        Point(point_id(src, doc_id, 0), unit(1, i + 1, 0, 0), {
+            "source": src, "doc_id": doc_id, "doc_type": doc_type, "modified_ts": ts, "text": doc_id,
+            "path_prefixes": ["/".join(doc_id.split("/")[:n]) for n in range(1, doc_id.count("/") + 1)],
+        })
+        for i, (src, doc_id, doc_type, ts) in enumerate(docs)
+    ])
+    hr = SearchFilters(path_prefix="hr/")
+    assert store.count(hr) == 2
+    assert {p["doc_id"] for _, p in store.iter_points(SearchFilters(doc_type="md"))} == {"hr/policies/leave.md", "eng/vpn.md"}
+    after = SearchFilters(modified_after=datetime.fromtimestamp(150, UTC))
+    assert [h.payload["doc_id"] for h in store.search(unit(1, 1, 0, 0), k=10, filters=after)] == ["hr/pay.pdf"]
+    assert store.count(SearchFilters(source="b", path_prefix="hr")) == 0
+
+
+def test_set_modified_at_refreshes_one_documents_times(store):
+    old = {"modified_at": "2026-01-01T00:00:00Z", "modified_ts": 1767225600.0}
+    store.upsert([
+        Point(point_id(src, doc_id, i), unit(1, i + 1, 0, 0),
+              {"source": src, "doc_id": doc_id, "chunk_index": i, **old, "metadata": {"doc_id": doc_id, **old}})
+        for src, doc_id in (("a", "d"), ("b", "d")) for i in range(2)
+    ])
+    store.set_modified_at("a", "d", datetime(2026, 3, 1, 12, tzinfo=UTC))
+    payloads = [p for _, p in store.iter_points({"source": "a"})]
+    assert len(payloads) == 2
+    for p in payloads:
+        assert (p["modified_at"], p["modified_ts"]) == ("2026-03-01T12:00:00Z", datetime(2026, 3, 1, 12, tzinfo=UTC).timestamp())
+        assert p["metadata"] == {"doc_id": "d", "modified_at": "2026-03-01T12:00:00Z", "modified_ts": old["modified_ts"]}
+    assert {p["modified_at"] for _, p in store.iter_points({"source": "b"})} == {old["modified_at"]}  # other source untouched
+    store.set_modified_at("a", "d", None)  # no time given: the recorded one stays (null would delete the key)
+    assert {p["modified_at"] for _, p in store.iter_points({"source": "a"})} == {"2026-03-01T12:00:00Z"}
+
+
+def test_source_times_are_utc_rfc3339():
+    from datetime import timedelta, timezone
+
+    assert source_times(datetime(2026, 3, 1, 14, tzinfo=timezone(timedelta(hours=2)))) == {
+        "modified_at": "2026-03-01T12:00:00Z", "modified_ts": datetime(2026, 3, 1, 12, tzinfo=UTC).timestamp()}
+    assert source_times(datetime(2026, 3, 1, 12)) == source_times(datetime(2026, 3, 1, 12, tzinfo=UTC))  # naive = UTC
+    assert source_times(None) == {"modified_at": None, "modified_ts": None}
