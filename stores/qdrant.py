@@ -494,21 +494,6 @@ class QdrantStore:
             wait=True,
         )
 
-    def set_modified_at(self, source: str, doc_id: str, modified: datetime | None) -> None:
-        """Record a document's new modification time in its chunks' payloads without re-indexing
-        it (same bytes, touched at the source), so modified_* filters see what a fresh sync would.
-
-        None leaves the payload as it is: Qdrant's set_payload removes a key given null, and a
-        document without a time is written with nulls, which a missing key would not equal.
-        """
-        if modified is None:
-            return
-        times = source_times(modified)
-        selector = models.FilterSelector(filter=build_filter({"source": source, "doc_id": doc_id}))
-        self.client.set_payload(self.collection, payload=times, points=selector, wait=True)
-        self.client.set_payload(self.collection, payload={"modified_at": times["modified_at"]}, key="metadata",
-                                points=selector, wait=True)
-
     def delete_documents(self, source: str, doc_ids: Sequence[str]) -> None:
         if not doc_ids:
             return

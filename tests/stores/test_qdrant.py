@@ -213,24 +213,6 @@ def test_search_filters_work_on_every_read(store):
     assert store.count(SearchFilters(source="b", path_prefix="hr")) == 0
 
 
-def test_set_modified_at_refreshes_one_documents_times(store):
-    old = {"modified_at": "2026-01-01T00:00:00Z", "modified_ts": 1767225600.0}
-    store.upsert([
-        Point(point_id(src, doc_id, i), unit(1, i + 1, 0, 0),
-              {"source": src, "doc_id": doc_id, "chunk_index": i, **old, "metadata": {"doc_id": doc_id, **old}})
-        for src, doc_id in (("a", "d"), ("b", "d")) for i in range(2)
-    ])
-    store.set_modified_at("a", "d", datetime(2026, 3, 1, 12, tzinfo=UTC))
-    payloads = [p for _, p in store.iter_points({"source": "a"})]
-    assert len(payloads) == 2
-    for p in payloads:
-        assert (p["modified_at"], p["modified_ts"]) == ("2026-03-01T12:00:00Z", datetime(2026, 3, 1, 12, tzinfo=UTC).timestamp())
-        assert p["metadata"] == {"doc_id": "d", "modified_at": "2026-03-01T12:00:00Z", "modified_ts": old["modified_ts"]}
-    assert {p["modified_at"] for _, p in store.iter_points({"source": "b"})} == {old["modified_at"]}  # other source untouched
-    store.set_modified_at("a", "d", None)  # no time given: the recorded one stays (null would delete the key)
-    assert {p["modified_at"] for _, p in store.iter_points({"source": "a"})} == {"2026-03-01T12:00:00Z"}
-
-
 def test_source_times_are_utc_rfc3339():
     from datetime import timedelta, timezone
 
