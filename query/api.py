@@ -19,6 +19,7 @@ keep routing to this replica.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -92,8 +93,6 @@ class Metrics:
 
 
 def create_app(service: QueryService, *, environ: dict[str, str] | None = None) -> FastAPI:
-    import os
-
     config = service.config
     keys = KeyRing(resolve_key_digests(config, dict(environ if environ is not None else os.environ)),
                    default_requests_per_minute=config.limits.requests_per_minute)

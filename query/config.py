@@ -25,12 +25,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from query.gateway import ProviderConfig, RoutingConfig
 from ragline.config import Settings
 from ragline.errors import ConfigError
+from ragline.sources import DEFAULT_CONFIG, read_config_file
 
 ENV_PROVIDER_NAME = "env"
 ENV_PROVIDER_KEY_VARIABLE = "RAGLINE_LLM_API_KEY"
@@ -102,14 +102,9 @@ class QueryConfig(_Strict):
 def load_query_config(settings: Settings, config_path: Path | None = None) -> QueryConfig:
     """The file's `query:` section (if a file is given or ./ragline.yaml exists) plus the environment's."""
     raw: dict[str, Any] = {}
-    path = config_path or (Path("ragline.yaml") if Path("ragline.yaml").exists() else None)
+    path = config_path or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
     if path is not None:
-        try:
-            document = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        document = read_config_file(Path(path))
         raw = (document.get("query") if isinstance(document, dict) else None) or {}
     try:
         config = QueryConfig.model_validate(raw)

@@ -14,13 +14,13 @@ collection makes earlier cache entries unreachable; they then expire by their TT
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from query.answer import Answerer, AnswerResult
@@ -31,16 +31,12 @@ from query.config import QueryConfig, load_query_config
 from query.gateway import Gateway
 from query.redact import Redactor
 from query.search import SearchFilters, search
-from pathlib import Path
-
 from ragline.components import open_components
 from ragline.config import Settings
 from ragline.errors import RaglineError
 from ragline.ledger import Ledger
 from ragline.types import Embedder, Hit
 from stores.qdrant import QdrantStore
-
-log = logging.getLogger(__name__)
 
 LOCAL_CALLER = Caller(key_id="local-cli", sources=None, requests_per_minute=1_000_000)
 

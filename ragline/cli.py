@@ -516,9 +516,8 @@ def audit_verify(
     as_json: JsonFlag = False,
 ) -> None:
     """Check that no audit entry was edited, deleted or reordered. Exit 1 when one was."""
-    from sqlalchemy import create_engine
-
     from query.audit import AuditLog
+    from ragline.ledger import Ledger
 
     try:
         settings = _settings(data_dir=data_dir)
@@ -528,11 +527,11 @@ def audit_verify(
             if not sep or not seq.isdigit():
                 raise RaglineError(f"--expect-head {expect_head!r} is not of the form SEQ:HASH")
             anchor = (int(seq), digest)
-        engine = create_engine(settings.resolved_ledger_url)
+        ledger = Ledger(settings.resolved_ledger_url)  # its connection settings (SQLite's busy timeout) apply here too
         try:
-            report = AuditLog(engine).verify(expect_head=anchor)
+            report = AuditLog(ledger.engine).verify(expect_head=anchor)
         finally:
-            engine.dispose()
+            ledger.close()
     except RaglineError as exc:
         raise _fail(str(exc), as_json) from None
     if as_json:

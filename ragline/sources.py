@@ -148,15 +148,20 @@ def _describe(error: dict[str, Any], raw: dict[str, Any]) -> str:
     return f"{'.'.join(loc) or 'file'}: {error['msg']}"
 
 
-def load_sources(path: str | Path) -> dict[str, SourceConfig]:
-    """Read and validate a sources file; errors name the file, the source and the field."""
-    path = Path(path)
+def read_config_file(path: Path) -> Any:
+    """The parsed YAML of the config file (its `sources:` and `query:` sections are validated by their readers)."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
+def load_sources(path: str | Path) -> dict[str, SourceConfig]:
+    """Read and validate a sources file; errors name the file, the source and the field."""
+    path = Path(path)
+    raw = read_config_file(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with a 'sources' key")
     try:
