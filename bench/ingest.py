@@ -29,8 +29,9 @@ BASELINE = r"""
 import json, resource, sys, time
 from ragline.offline import enforce_offline; enforce_offline()
 from embedders.sentence_transformer import SentenceTransformerEmbedder
-from stores.qdrant import QdrantStore
-store = QdrantStore(path=sys.argv[1])
+from ragline.components import build_store
+from ragline.config import Settings
+store = build_store(Settings(data_dir=sys.argv[1]))
 texts = [p["text"] for _, p in store.iter_points()]
 store.close()
 embedder = SentenceTransformerEmbedder()
@@ -71,7 +72,7 @@ def main() -> None:
     [report] = full["runs"]
     again, again_wall, _ = run_child(ingest)
     [unchanged] = again["runs"]
-    baseline, _, _ = run_child([sys.executable, "-c", BASELINE, str(data / "qdrant")])
+    baseline, _, _ = run_child([sys.executable, "-c", BASELINE, str(data)])
 
     docs = report["added"] + report["failed"]
     chunks = report["chunks_embedded"]

@@ -2,6 +2,7 @@
 
     python bench/query_latency.py sample  [--clients 16 --requests 20]   # the bundled sample corpus
     python bench/query_latency.py synthetic --points 100000              # synthetic vectors, realistic payloads
+    python bench/query_latency.py synthetic --points 100000 --engine local   # qdrant-client local mode instead
 
 `sample` ingests samples/corpus; `synthetic` fills a collection with N random unit vectors whose
 payloads look like real chunks (text of ~250 tokens, source, doc id, pages). Either is built once
@@ -36,21 +37,23 @@ WORDS = ("leave policy travel expense laptop password contract supplier invoice 
          "security holiday budget approval manager customer warranty shipping remote office").split()
 
 
-def build_sample(data: Path) -> None:
+def build_sample(data: Path, env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "-m", "ragline.cli", "ingest", str(REPO / "samples/corpus"), "--source", "sample",
-                    "--data-dir", str(data), "--json"], check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+                    "--data-dir", str(data), "--json"], check=True, cwd=REPO, stdout=subprocess.DEVNULL, env=env)
 
 
-def build_synthetic(data: Path, points: int) -> None:
+def build_synthetic(data: Path, points: int, engine: str) -> dict:
     """Random unit vectors with realistic payloads, in a collection made as the pipeline makes it."""
+    from ragline.components import build_store
     from ragline.config import Settings
-    from stores.qdrant import IndexSpec, Point, QdrantStore, point_id
+    from stores.qdrant import IndexSpec, Point, point_id
 
-    settings = Settings(data_dir=data)
+    settings = Settings(data_dir=data, embedded_engine=engine)
     spec = IndexSpec(model="all-MiniLM-L6-v2", dim=384, window=settings.model_window,
                      chunk_tokens=settings.chunk_tokens, overlap_tokens=settings.overlap_tokens)
-    store = QdrantStore(path=settings.qdrant_path, collection=settings.collection)
+    store = build_store(settings)
     store.ensure_collection(spec)
+    upsert_seconds = 0.0
     rng = np.random.default_rng(7)
     batch = 2000
     started = time.perf_counter()
@@ -70,9 +73,18 @@ def build_synthetic(data: Path, points: int) -> None:
                 "doc_version": "v1", "doc_type": "pdf", "path_prefixes": ["docs", f"docs/{index // 20 % 50:02d}"],
             }
             chunk.append(Point(id=point_id(payload["source"], doc, index % 20), vector=vectors[i], payload=payload))
+        upserting = time.perf_counter()
         store.upsert(chunk)
-        print(f"  {start + n}/{points} points ({(start + n) / (time.perf_counter() - started):.0f}/s)", file=sys.stderr)
+        upsert_seconds += time.perf_counter() - upserting
+        print(f"  {start + n}/{points} points ({(start + n) / upsert_seconds:.0f}/s upserted)", file=sys.stderr)
+    optimizing = time.perf_counter()
+    store.optimize()  # what a sync does at its end: the embedded engine builds its HNSW index
+    optimize_seconds = time.perf_counter() - optimizing
+    closing = time.perf_counter()
     store.close()
+    return {"points": points, "upsert_points_per_s": round(points / upsert_seconds),
+            "optimize_seconds": round(optimize_seconds, 1), "close_seconds": round(time.perf_counter() - closing, 1),
+            "total_seconds": round(time.perf_counter() - started, 1)}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -118,19 +130,23 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20, help="requests per client per phase")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--engine", choices=["edge", "local"], default="edge", help="the embedded store's engine")
     args = parser.parse_args()
 
-    name = "sample" if args.collection == "sample" else f"synthetic-{args.points}"
+    name = ("sample" if args.collection == "sample" else f"synthetic-{args.points}") + f"-{args.engine}"
     data = REPO / "bench/out" / f"query-{name}"
     if args.rebuild and data.exists():
         shutil.rmtree(data)
-    build_seconds = None
+    build = None
+    env = {**os.environ, "RAGLINE_API_KEYS": KEY, "RAGLINE_DATA_DIR": str(data), "RAGLINE_EMBEDDED_ENGINE": args.engine}
     if not data.exists():
         started = time.perf_counter()
-        build_sample(data) if args.collection == "sample" else build_synthetic(data, args.points)
-        build_seconds = round(time.perf_counter() - started, 1)
+        if args.collection == "sample":
+            build_sample(data, env)
+            build = {"total_seconds": round(time.perf_counter() - started, 1)}
+        else:
+            build = build_synthetic(data, args.points, args.engine)
 
-    env = {**os.environ, "RAGLINE_API_KEYS": KEY, "RAGLINE_DATA_DIR": str(data)}
     env.pop("REDIS_URL", None)  # the in-process cache: this measures the service, not a Redis round trip
     server = subprocess.Popen([sys.executable, "-m", "ragline.cli", "serve", "--port", str(args.port)],
                               cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
@@ -151,7 +167,7 @@ def main() -> None:
         queries = [f"{WORDS[i % len(WORDS)]} {WORDS[(i * 3 + 1) % len(WORDS)]} rules number {i}" for i in range(3 * total)]
         run_clients(url, [f"warm up {i}" for i in range(4)], 1)
         results = {
-            "collection": name, "build_seconds": build_seconds, "server_startup_seconds": startup,
+            "collection": name, "engine": args.engine, "build": build, "server_startup_seconds": startup,
             "uncached_1_client": run_clients(url, queries[:args.requests], 1),
             f"uncached_{args.clients}_clients": run_clients(url, queries[total:2 * total], args.clients),
             f"cached_{args.clients}_clients": run_clients(url, queries[total:2 * total], args.clients),

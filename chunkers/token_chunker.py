@@ -35,6 +35,18 @@ Overlap rule
     section is a clean break. Every chunk holds text the previous chunk does not; no
     chunk is only overlap.
 
+Anchors (content-defined boundaries; on unless `anchored=False`)
+    Greedy packing makes every boundary depend on everything before it: one sentence added
+    to page 3 of a 100-page PDF shifts every later chunk, and a sync re-embeds the whole
+    document. So once a chunk holds ANCHOR_FLOOR of `chunk_tokens`, it ends before the one
+    sentence, among those that could still start the next chunk (the current one and those
+    after it that fit), whose text hashes lowest. The choice depends on those sentences'
+    text, not on where the chunk began, so after an edit the boundaries fall back in step
+    within a chunk or two (the same idea as winnowing for document fingerprints), and the
+    embedding cache reuses every other chunk's vector. The price: chunks are on average
+    about three quarters full instead of nearly full, so there are more of them
+    (BENCHMARKS.md measures both effects). Headings and blocks still close chunks as in 4.
+
 Guarantee
     For every chunk, `token_count == counter.count_tokens(chunk.text) <= chunk_tokens`.
     Joining sentences with a space or a newline does not change WordPiece counts, but
@@ -44,12 +56,16 @@ Guarantee
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import deque
 from dataclasses import dataclass
 
 from ragline.errors import ConfigError
 from ragline.types import Chunk, ParsedDocument, TokenCounter
+
+# Anchors: the share of chunk_tokens a chunk holds before its end is chosen by content.
+ANCHOR_FLOOR = 0.5
 
 # Words ending in "." that do not end a sentence (lowercase, without the final dot).
 _ABBREVIATIONS = frozenset(
@@ -122,6 +138,11 @@ class _Unit:
     part: bool = False  # a part of a sentence cut at token boundaries
 
 
+def _anchor_key(unit: _Unit) -> bytes:
+    """A sentence's rank as a chunk boundary: from its own text alone."""
+    return hashlib.blake2b(unit.text.encode("utf-8"), digest_size=8).digest()
+
+
 def _word_boundary(text: str, pos: int) -> bool:
     """Whether a cut at character `pos` (where a token starts) falls between words or at punctuation."""
     if pos <= 0 or pos >= len(text):
@@ -152,6 +173,7 @@ class TokenChunker:
         chunk_tokens: int = 250,
         overlap_tokens: int = 38,
         special_tokens: int = 2,
+        anchored: bool = True,
     ):
         if isinstance(chunk_tokens, bool) or not isinstance(chunk_tokens, int) or chunk_tokens <= 0:
             raise ConfigError(f"chunk_tokens must be a positive integer, got {chunk_tokens!r}")
@@ -181,6 +203,8 @@ class TokenChunker:
         self.special_tokens = special_tokens
         # Least room worth filling with part of a sentence rather than closing the chunk.
         self._min_fill = max(1, chunk_tokens // 8)
+        self.anchored = anchored
+        self._anchor_floor = int(chunk_tokens * ANCHOR_FLOOR)
 
     def __repr__(self) -> str:
         return (
@@ -353,6 +377,24 @@ class TokenChunker:
 
     # ---------------------------------------------------------------- packing
 
+    def _pick_anchor(self, unit: _Unit, queue: deque[_Unit], filled: int) -> _Unit | None:
+        """Of the sentences that could still start the next chunk (this one and those after it that
+        fit), the one whose text hashes lowest; None (a full chunk) when none of them is whole."""
+        best, best_key = None, None
+        room = self.chunk_tokens - filled
+        candidate = unit
+        lookahead = iter(queue)
+        while candidate is not None:
+            if not candidate.part:
+                key = _anchor_key(candidate)
+                if best_key is None or key < best_key:
+                    best, best_key = candidate, key
+            room -= candidate.tokens
+            if room < 0:
+                break
+            candidate = next(lookahead, None)
+        return best
+
     def chunk(self, doc: ParsedDocument) -> list[Chunk]:
         budget = self.chunk_tokens
         half = budget // 2
@@ -362,9 +404,11 @@ class TokenChunker:
         current_tokens = 0
         overlap_count = 0  # leading units of `current` that repeat the end of the previous chunk
         previous: list[_Unit] = []
+        anchor: _Unit | None = None  # where the current chunk will end, once it is full enough to choose
 
         def emit(carry_heading: bool) -> None:
-            nonlocal current, current_tokens, overlap_count, previous
+            nonlocal current, current_tokens, overlap_count, previous, anchor
+            anchor = None
             units = current
             if carry_heading:
                 # Do not end a chunk on a heading: hand it on to the chunk that holds its section.
@@ -414,6 +458,11 @@ class TokenChunker:
                     close = unit.heading or (
                         current_tokens + unit.block_tokens > budget and unit.block_tokens <= budget
                     )
+                if not close and self.anchored and current_tokens >= self._anchor_floor:
+                    if anchor is None:
+                        anchor = self._pick_anchor(unit, queue, current_tokens)
+                    if unit is anchor:
+                        close = True  # a content-defined boundary: see "Anchors" in the module docstring
                 if not close and current_tokens + unit.tokens > budget:
                     close = True
                     room = budget - current_tokens

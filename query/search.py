@@ -19,7 +19,8 @@ from pydantic import ValidationError
 
 from ragline.errors import ConfigError
 from ragline.types import Embedder, Hit
-from stores.qdrant import PAYLOAD_FORMAT, FieldFilter, FieldRange, QdrantStore, SearchFilters
+from stores.base import VectorStore
+from stores.qdrant import PAYLOAD_FORMAT, FieldFilter, FieldRange, SearchFilters
 
 __all__ = ["FieldFilter", "FieldRange", "SearchFilters", "filters_from", "parse_filters", "search"]
 
@@ -98,7 +99,7 @@ def search(
     question: str,
     *,
     embedder: Embedder,
-    store: QdrantStore,
+    store: VectorStore,
     k: int = 5,
     filters: SearchFilters | Mapping[str, Any] | None = None,
 ) -> list[Hit]:

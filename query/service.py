@@ -36,7 +36,7 @@ from ragline.config import Settings
 from ragline.errors import RaglineError
 from ragline.ledger import Ledger
 from ragline.types import Embedder, Hit
-from stores.qdrant import QdrantStore
+from stores.base import VectorStore
 
 LOCAL_CALLER = Caller(key_id="local-cli", sources=None, requests_per_minute=1_000_000)
 
@@ -44,7 +44,7 @@ LOCAL_CALLER = Caller(key_id="local-cli", sources=None, requests_per_minute=1_00
 class SerializedStore:
     """A store whose method calls run one at a time (for embedded Qdrant); attributes pass through."""
 
-    def __init__(self, store: QdrantStore):
+    def __init__(self, store: VectorStore):
         self._store, self._lock = store, threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
@@ -118,7 +118,7 @@ class QueryService:
         settings: Settings,
         config: QueryConfig,
         embedder: Embedder,
-        store: QdrantStore,
+        store: VectorStore,
         ledger: Ledger,
         gateway: Gateway | None,
         cache: ResponseCache,
@@ -141,7 +141,7 @@ class QueryService:
         self.cache_ttl = cache_ttl(settings, config)
 
     @classmethod
-    def build(cls, settings: Settings, config: QueryConfig, *, embedder: Embedder, store: QdrantStore, ledger: Ledger) -> QueryService:
+    def build(cls, settings: Settings, config: QueryConfig, *, embedder: Embedder, store: VectorStore, ledger: Ledger) -> QueryService:
         gateway = Gateway.from_configs(config.providers, config.routing, environ=os.environ) if config.providers else None
         return cls(
             settings=settings, config=config, embedder=embedder, store=store, ledger=ledger, gateway=gateway,

@@ -17,13 +17,15 @@ from ragline.errors import ConfigError
 from ragline.ledger import Ledger
 from ragline.sources import DEFAULT_CONFIG, SourceConfig, build_connector, load_sources
 from ragline.types import Connector, Embedder
+from stores.base import VectorStore
+from stores.edge import EdgeStore
 from stores.qdrant import QdrantStore
 
 
 @dataclass
 class Components:
     settings: Settings
-    store: QdrantStore
+    store: VectorStore
     ledger: Ledger
     embedder: Embedder
     chunker: TokenChunker
@@ -67,20 +69,31 @@ def build_chunker(settings: Settings, embedder: Embedder) -> TokenChunker:
         chunk_tokens=settings.chunk_tokens,
         overlap_tokens=settings.overlap_tokens,
         special_tokens=embedder.special_tokens,
+        anchored=settings.anchored_chunks,
     )
 
 
-def build_store(settings: Settings) -> QdrantStore:
+def build_store(settings: Settings) -> VectorStore:
+    """A Qdrant server when QDRANT_URL is set; else the embedded engine in the data dir."""
     if settings.qdrant_url:
         api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
         return QdrantStore(url=settings.qdrant_url, api_key=api_key, collection=settings.collection)
-    return QdrantStore(path=settings.qdrant_path, collection=settings.collection)
+    if settings.embedded_engine == "local":
+        return QdrantStore(path=settings.qdrant_path, collection=settings.collection)
+    local_mode = settings.data_dir / "qdrant"
+    if not settings.qdrant_path.exists() and (local_mode / "collection").is_dir():
+        raise ConfigError(
+            f"{settings.data_dir} holds an index built with qdrant-client's local mode ({local_mode}); the embedded "
+            "default is now Qdrant Edge. Keep using that index with RAGLINE_EMBEDDED_ENGINE=local, or move it aside "
+            "and ingest again (the ledger in the data dir must go with it)."
+        )
+    return EdgeStore(path=settings.qdrant_path, collection=settings.collection)
 
 
 CHUNKING_FIELDS = frozenset({"chunk_tokens", "overlap_tokens", "model_window"})
 
 
-def chunking_of_collection(settings: Settings, store: QdrantStore) -> Settings:
+def chunking_of_collection(settings: Settings, store: VectorStore) -> Settings:
     """The collection records the chunking that built it: unless this run names its own
     (flag or environment), later runs use the collection's, so an index rebuilt with another
     chunking is synced with that chunking, not refused for it."""
@@ -93,7 +106,7 @@ def chunking_of_collection(settings: Settings, store: QdrantStore) -> Settings:
 
 
 @contextmanager
-def open_storage(settings: Settings) -> Iterator[tuple[Ledger, QdrantStore]]:
+def open_storage(settings: Settings) -> Iterator[tuple[Ledger, VectorStore]]:
     """The ledger and the store, both closed on the way out, whatever fails."""
     ledger = Ledger(settings.resolved_ledger_url)
     try:

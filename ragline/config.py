@@ -6,6 +6,7 @@ Secrets (the Qdrant API key) are held as SecretStr so they never print.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,6 +27,10 @@ class Settings(BaseSettings):
     )
     ledger_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in data_dir")
     collection: str = "ragline"
+    embedded_engine: Literal["edge", "local"] = Field(
+        default="edge",
+        description="without QDRANT_URL: Qdrant Edge in this process (edge), or qdrant-client's local mode (local)",
+    )
 
     model_path: Path | None = Field(default=None, description="sentence-transformers model dir; default bundled MiniLM")
     model_window: int = Field(default=256, ge=16, description="model input window in tokens, special tokens included")
@@ -33,6 +38,9 @@ class Settings(BaseSettings):
 
     chunk_tokens: int = Field(default=DEFAULT_CHUNK_TOKENS, ge=16)
     overlap_tokens: int = Field(default=DEFAULT_OVERLAP_TOKENS, ge=0)  # bounds checked by the chunker
+    anchored_chunks: bool = Field(
+        default=True, description="content-defined chunk boundaries, so an edit re-embeds only the chunks around it"
+    )
 
     flush_chunks: int = Field(default=256, ge=1, description="chunks embedded and upserted per batch")
     max_delete_share: float = Field(default=0.5, gt=0, le=1)
@@ -66,4 +74,5 @@ class Settings(BaseSettings):
 
     @property
     def qdrant_path(self) -> Path:
-        return self.data_dir / "qdrant"
+        """The embedded store's folder; each engine has its own (their files are not interchangeable)."""
+        return self.data_dir / ("qdrant-edge" if self.embedded_engine == "edge" else "qdrant")

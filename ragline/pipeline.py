@@ -32,7 +32,8 @@ from ragline.clean import strip_headers_footers
 from ragline.errors import DocumentError, MassDeleteRefused, ParseError
 from ragline.ledger import STATUS_FAILED, STATUS_INDEXED, Ledger, PendingDoc
 from ragline.types import Chunk, Connector, DocRef, Embedder, IncrementalConnector, RawDocument
-from stores.qdrant import IndexSpec, Point, QdrantStore, point_id, source_times
+from stores.base import VectorStore
+from stores.qdrant import IndexSpec, Point, point_id, source_times
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,8 @@ class RunReport:
     unchanged: int = 0
     deleted: int = 0
     failures: list[Failure] = field(default_factory=list)
-    chunks_embedded: int = 0
+    chunks_embedded: int = 0  # chunks written with a vector, computed or reused
+    chunks_reused: int = 0  # of those, vectors reused from the index (same text, same model): not re-embedded
     headers_removed: int = 0
     still_failing: int = 0  # unchanged documents that failed in an earlier run
     skipped: list[dict[str, str]] = field(default_factory=list)
@@ -230,6 +232,11 @@ def _path_prefixes(doc_id: str) -> list[str]:
     return ["/".join(parts[:n]) for n in range(1, len(parts))]
 
 
+def text_hash(text: str) -> str:
+    """A chunk's identity for the embedding cache (payload `content_hash`)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def chunk_payload(doc: PreparedDocument, chunk: Chunk, ingested_at: str) -> dict[str, Any]:
     """A chunk's payload in format 2 (stores.qdrant.PAYLOAD_FORMAT; fields in docs/downstream.md).
 
@@ -251,7 +258,7 @@ def chunk_payload(doc: PreparedDocument, chunk: Chunk, ingested_at: str) -> dict
         "chunk_count": len(doc.chunks),
         "token_count": chunk.token_count,
         "doc_version": doc.version,
-        "content_hash": hashlib.sha256(chunk.text.encode("utf-8")).hexdigest(),
+        "content_hash": text_hash(chunk.text),
         "ingested_at": ingested_at,
         "doc_type": doc_type,
         "path_prefixes": _path_prefixes(doc.ref.doc_id),
@@ -276,7 +283,7 @@ def chunk_payload(doc: PreparedDocument, chunk: Chunk, ingested_at: str) -> dict
 class _Indexer:
     """Accumulates prepared documents and writes them in batches across documents."""
 
-    def __init__(self, *, store: QdrantStore, ledger: Ledger, embedder: Embedder, report: RunReport,
+    def __init__(self, *, store: VectorStore, ledger: Ledger, embedder: Embedder, report: RunReport,
                  timer: StageTimer, progress: Progress, flush_chunks: int):
         self.store, self.ledger, self.embedder = store, ledger, embedder
         self.report, self.timer, self.progress = report, timer, progress
@@ -304,8 +311,7 @@ class _Indexer:
             self.ledger.mark_pending(source, [d.ref for d in docs if d.is_new], self.report.run_id)
         missing = [i for i, v in enumerate(given) if v is None]  # documents the preparer did not embed
         if missing:
-            with self.timer.stage("embed"):
-                embedded = self.embedder.embed([c.text for i in missing for c in docs[i].chunks])
+            embedded = self._vectors_for([docs[i] for i in missing])
             row = 0
             for i in missing:
                 given[i] = embedded[row : row + len(docs[i].chunks)]
@@ -354,6 +360,27 @@ class _Indexer:
             self.report.chunks_embedded += len(doc.chunks)
             self.report.headers_removed += doc.headers_removed
             self.progress.advance(doc.ref.doc_id, action)
+
+
+    def _vectors_for(self, docs: list[PreparedDocument]) -> np.ndarray:
+        """One vector per chunk of `docs`, in order. The embedding cache: a chunk whose text is already
+        indexed for one of these documents (an edit leaves most chunks of a long document as they were)
+        reuses its stored vector, since the collection guarantees the same model built it; a text that
+        occurs twice in the batch is embedded once. Only the rest goes to the model."""
+        texts = [c.text for d in docs for c in d.chunks]
+        hashes = [text_hash(t) for t in texts]
+        known_docs = [d.ref.doc_id for d in docs if not d.is_new]
+        with self.timer.stage("cache"):
+            known = self.store.chunk_vectors(self.report.source, known_docs) if known_docs else {}
+        todo = {h: t for h, t in zip(hashes, texts, strict=True) if h not in known}  # unique, in order
+        if todo:
+            with self.timer.stage("embed"):
+                fresh = self.embedder.embed(list(todo.values()))
+            known.update(zip(todo, fresh, strict=True))
+        self.report.chunks_reused += sum(1 for h in hashes if h not in todo)
+        if not texts:
+            return np.zeros((0, self.embedder.dim), dtype=np.float32)
+        return np.stack([known[h] for h in hashes]).astype(np.float32, copy=False)
 
 
 def _record_failure(ledger: Ledger, report: RunReport, pending: PendingDoc, error: DocumentError) -> None:
@@ -417,7 +444,7 @@ def _load_listing(connector: Connector, ledger: Ledger, report: RunReport, optio
 def sync_source(
     connector: Connector,
     *,
-    store: QdrantStore,
+    store: VectorStore,
     ledger: Ledger,
     embedder: Embedder,
     chunker: TokenChunker,
@@ -442,7 +469,7 @@ def sync_source(
 def _sync_locked(
     connector: Connector,
     *,
-    store: QdrantStore,
+    store: VectorStore,
     ledger: Ledger,
     embedder: Embedder,
     chunker: TokenChunker,
@@ -529,6 +556,9 @@ def _sync_locked(
             report.deleted += len(doc_ids)
             for doc_id in doc_ids:
                 progress.advance(doc_id, "deleted")
+        if report.added or report.updated or report.deleted:
+            with timer.stage("optimize"):  # the embedded engine builds its search index here
+                store.optimize()
         if next_cursor is not None:
             ledger.set_cursor(source, next_cursor, report.run_id)
             report.cursor = next_cursor

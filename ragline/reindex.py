@@ -55,7 +55,8 @@ from ragline.ledger import STATUS_FAILED, STATUS_INDEXED, Ledger
 from ragline.pipeline import Progress, RunReport, SyncOptions, index_spec, sync_source
 from ragline.sources import build_connector
 from ragline.types import Connector, Embedder
-from stores.qdrant import IndexSpec, QdrantStore
+from stores.base import VectorStore
+from stores.qdrant import IndexSpec
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def physical_name(alias: str, now: datetime | None = None) -> str:
     return f"{alias}{SEPARATOR}{(now or datetime.now(UTC)).strftime('%Y%m%dT%H%M%S')}"
 
 
-def _new_collection_name(store: QdrantStore, alias: str) -> str:
+def _new_collection_name(store: VectorStore, alias: str) -> str:
     base = physical_name(alias)
     taken = set(store.collection_names()) | {alias}
     name, n = base, 1
@@ -320,14 +321,14 @@ def _switch(store, new_store, ledger, scratch, names, lock_wait_seconds, report)
             raise
 
 
-def _switched(store: QdrantStore, name: str) -> bool:
+def _switched(store: VectorStore, name: str) -> bool:
     try:
         return store.alias_target() == name
     except Exception:  # noqa: BLE001 - the store itself may be what failed
         return False
 
 
-def _discard(store: QdrantStore, name: str) -> None:
+def _discard(store: VectorStore, name: str) -> None:
     """Delete the collection a failed re-index built, unless the live name already addresses it."""
     try:
         if store.alias_target() == name:

@@ -301,6 +301,36 @@ def _search_conditions(filters: SearchFilters) -> list[models.Condition]:
     return must
 
 
+def other_versions_filter(source: str, doc_id: str, keep_version: str) -> models.Filter:
+    """The chunks of a document that belong to any version but `keep_version`."""
+    return models.Filter(
+        must=[
+            models.FieldCondition(key="source", match=models.MatchValue(value=source)),
+            models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id)),
+        ],
+        must_not=[models.FieldCondition(key="doc_version", match=models.MatchValue(value=keep_version))],
+    )
+
+
+def check_spec(collection: str, location: str, existing: IndexSpec | None, spec: IndexSpec) -> None:
+    """Refuse to write `spec`'s vectors into an existing collection built otherwise."""
+    if existing is None:
+        raise IndexMismatchError(
+            f"collection {collection!r} at {location} was not built by ragline; use another collection name"
+        )
+    check_payload_format(collection, existing)
+    if existing != spec:
+        diffs = ", ".join(
+            f"{k}: collection has {v!r}, this run uses {getattr(spec, k)!r}"
+            for k, v in asdict(existing).items()
+            if getattr(spec, k) != v
+        )
+        raise IndexMismatchError(
+            f"collection {collection!r} was built differently ({diffs}); vectors are never mixed. "
+            "Index into a new collection (--collection / RAGLINE_COLLECTION) or rebuild it."
+        )
+
+
 def build_filter(conditions: SearchFilters | Mapping[str, Any] | None) -> models.Filter | None:
     """A Qdrant filter from SearchFilters, or from a mapping of payload key -> equality value
     (a list matches any of its items), the form ragline's own reads and deletes use."""
@@ -445,23 +475,7 @@ class QdrantStore:
                 for field in FLOAT_INDEXED_FIELDS:
                     self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.FLOAT)
             return
-        existing = self.spec()
-        if existing is None:
-            raise IndexMismatchError(
-                f"collection {self.collection!r} at {self.location} was not built by ragline; "
-                "use another collection name"
-            )
-        check_payload_format(self.collection, existing)
-        if existing != spec:
-            diffs = ", ".join(
-                f"{k}: collection has {v!r}, this run uses {getattr(spec, k)!r}"
-                for k, v in asdict(existing).items()
-                if getattr(spec, k) != v
-            )
-            raise IndexMismatchError(
-                f"collection {self.collection!r} was built differently ({diffs}); vectors are never mixed. "
-                "Index into a new collection (--collection / RAGLINE_COLLECTION) or rebuild it."
-            )
+        check_spec(self.collection, self.location, self.spec(), spec)
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -482,15 +496,7 @@ class QdrantStore:
         """Remove a document's chunks of every version but `keep_version` (run after upserting it)."""
         self.client.delete(
             self.collection,
-            points_selector=models.FilterSelector(
-                filter=models.Filter(
-                    must=[
-                        models.FieldCondition(key="source", match=models.MatchValue(value=source)),
-                        models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id)),
-                    ],
-                    must_not=[models.FieldCondition(key="doc_version", match=models.MatchValue(value=keep_version))],
-                )
-            ),
+            points_selector=models.FilterSelector(filter=other_versions_filter(source, doc_id, keep_version)),
             wait=True,
         )
 
@@ -502,6 +508,9 @@ class QdrantStore:
             points_selector=models.FilterSelector(filter=build_filter({"source": source, "doc_id": list(doc_ids)})),
             wait=True,
         )
+
+    def optimize(self) -> None:
+        """Nothing to do: a server builds its indexes in the background, local mode has none."""
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -547,3 +556,22 @@ class QdrantStore:
                 yield str(p.id), dict(p.payload or {})
             if offset is None:
                 return
+
+    def chunk_vectors(self, source: str, doc_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vector of every chunk of these documents, by its text's hash (payload content_hash):
+        the embedding cache of a sync (same collection, so same model)."""
+        if not doc_ids or not self.exists():
+            return {}
+        found: dict[str, np.ndarray] = {}
+        offset = None
+        while True:
+            points, offset = self.client.scroll(
+                self.collection, scroll_filter=build_filter({"source": source, "doc_id": list(doc_ids)}), limit=1000, offset=offset,
+                with_payload=["content_hash"], with_vectors=True,
+            )
+            for p in points:
+                digest = (p.payload or {}).get("content_hash")
+                if digest:
+                    found[digest] = np.asarray(p.vector, dtype=np.float32)
+            if offset is None:
+                return found

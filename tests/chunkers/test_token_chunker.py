@@ -312,7 +312,8 @@ def test_sections_follow_the_most_recent_heading(embedder):
 
 
 def test_heading_starts_a_new_chunk_when_more_than_half_full(embedder):
-    chunker = TokenChunker(embedder, chunk_tokens=100, overlap_tokens=10)
+    # The packing rules alone (anchors would end the chunk earlier, at a content-chosen sentence).
+    chunker = TokenChunker(embedder, chunk_tokens=100, overlap_tokens=10, anchored=False)
     para = " ".join(f"Alpha fact {i} is here." for i in range(11))  # ~66 tokens: more than half
     doc = _doc([Block(para, 1), Block("Second part", 2, heading=True), Block("Beta fact one is here.", 2)])
     chunks = chunker.chunk(doc)
@@ -367,7 +368,7 @@ def test_chunk_of_500_with_a_512_window(embedder):
 
 
 def test_paragraphs_are_not_split_when_they_fit(embedder):
-    chunker = TokenChunker(embedder, chunk_tokens=250, overlap_tokens=38)
+    chunker = TokenChunker(embedder, chunk_tokens=250, overlap_tokens=38, anchored=False)  # packing rules alone
     rng = random.Random(21)
     paragraphs = []
     while len(paragraphs) < 40:
@@ -464,3 +465,40 @@ def test_a_hundred_page_document_is_fast(embedder):
     assert elapsed < 5, f"{elapsed:.2f} s for {words} words"
     assert_valid(chunks, doc, chunker, embedder)
     assert chunks[-1].page_end == 100
+
+
+# ---------------------------------------------------------------- anchors (content-defined boundaries)
+
+
+def _changed_chunks(chunker: TokenChunker, before: list[str], after: list[str]) -> int:
+    old = {c.text for c in chunker.chunk(_doc([Block(p, 1 + i // 4) for i, p in enumerate(before)]))}
+    new = chunker.chunk(_doc([Block(p, 1 + i // 4) for i, p in enumerate(after)]))
+    return sum(c.text not in old for c in new)
+
+
+def test_an_edit_that_changes_a_paragraphs_length_changes_only_the_chunks_around_it(embedder):
+    """What lets the embedding cache reuse the rest of a long document: anchored boundaries come back
+    in step right after an edit, where greedy packing shifts every later boundary."""
+    rng = random.Random(8)
+    paragraphs = _prose(rng, 120, (2, 6))
+    anchored = TokenChunker(embedder, chunk_tokens=250, overlap_tokens=38)
+    greedy = TokenChunker(embedder, chunk_tokens=250, overlap_tokens=38, anchored=False)
+    changed = {"anchored": [], "greedy": []}
+    for n, where in enumerate(rng.sample(range(5, 115), 8)):
+        edited = list(paragraphs)
+        if n % 2:
+            edited[where] += " An added sentence explains the window of the query once more today."
+        else:
+            edited[where] = edited[where].split(". ")[0] + "."
+        changed["anchored"].append(_changed_chunks(anchored, paragraphs, edited))
+        changed["greedy"].append(_changed_chunks(greedy, paragraphs, edited))
+    assert max(changed["anchored"]) <= 3, changed
+    assert sum(changed["greedy"]) > 2 * sum(changed["anchored"]), changed
+
+
+def test_anchored_chunks_keep_every_guarantee_and_are_at_least_half_full(embedder):
+    chunker = TokenChunker(embedder, chunk_tokens=120, overlap_tokens=18)
+    doc = _doc([Block(p, 1 + i // 3) for i, p in enumerate(_prose(random.Random(4), 40, (1, 7)))])
+    chunks = chunker.chunk(doc)
+    assert_valid(chunks, doc, chunker, embedder)
+    assert all(c.token_count >= 60 for c in chunks[:-1]), [c.token_count for c in chunks]

@@ -31,7 +31,7 @@ from ragline.errors import ConfigError, IndexMismatchError
 from ragline.ledger import Ledger
 from ragline.pipeline import sync_source
 from query.search import search
-from stores.qdrant import QdrantStore
+from stores.edge import EdgeStore
 
 pytestmark = pytest.mark.model
 
@@ -311,7 +311,7 @@ def test_endpoint_outage_aborts_the_sync_instead_of_quarantining(server, tmp_pat
     folder = tmp_path / "docs"
     write_corpus(folder)
     script.answers = [(503, {})] * 10
-    store = QdrantStore(path=tmp_path / "qdrant")
+    store = EdgeStore(path=tmp_path / "qdrant")
     ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     settings = Settings(data_dir=tmp_path, model_window=512)
     try:

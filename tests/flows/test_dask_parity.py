@@ -39,9 +39,10 @@ def cluster():
 
 def index_state(data: Path) -> tuple[dict, dict]:
     from ragline.ledger import Ledger
-    from stores.qdrant import QdrantStore
+    from ragline.components import build_store
+    from ragline.config import Settings
 
-    store, ledger = QdrantStore(path=data / "qdrant"), Ledger(f"sqlite:///{(data / 'ledger.db').resolve()}")
+    store, ledger = build_store(Settings(data_dir=data)), Ledger(f"sqlite:///{(data / 'ledger.db').resolve()}")
     try:
         points = {pid: {k: v for k, v in payload.items() if k != "ingested_at"} for pid, payload in store.iter_points()}
         rows = {d.doc_id: (d.version, d.chunk_count, d.status, d.error) for d in ledger.documents("docs")}

@@ -145,9 +145,10 @@ def test_deploy_and_run_the_sync_deployment_on_a_local_server(prefect_server, tm
         assert {"what": "added", "count": 2} in table
 
     with steps("check_index"):
-        from stores.qdrant import QdrantStore
+        from ragline.components import build_store
+        from ragline.config import Settings
 
-        store = QdrantStore(path=data_dir / "qdrant")
+        store = build_store(Settings(data_dir=data_dir))
         try:
             points = store.count({"source": "deploytest"})
         finally:

@@ -12,7 +12,8 @@ def test_reindex_flow_switches_and_publishes_a_report(prefect_harness, tmp_path)
 
     from flows.reindex import reindex
     from flows.sync import sync
-    from stores.qdrant import QdrantStore
+    from ragline.components import build_store
+    from ragline.config import Settings
 
     root = tmp_path / "wiki"
     root.mkdir()
@@ -29,7 +30,7 @@ def test_reindex_flow_switches_and_publishes_a_report(prefect_harness, tmp_path)
     artifact = Artifact.get("ragline-reindex-ragline")
     assert artifact is not None and report["new_collection"] in str(artifact.data)
 
-    store = QdrantStore(path=tmp_path / "data" / "qdrant")
+    store = build_store(Settings(data_dir=tmp_path / "data"))
     try:
         assert store.alias_target() == report["new_collection"] and store.count() == report["points"]
     finally:

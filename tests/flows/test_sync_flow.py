@@ -11,7 +11,8 @@ def test_sync_and_backfill_flows_publish_reports(prefect_harness, tmp_path):
     from prefect.artifacts import Artifact
 
     from flows.sync import backfill, sync
-    from stores.qdrant import QdrantStore
+    from ragline.components import build_store
+    from ragline.config import Settings
 
     root = tmp_path / "wiki"
     root.mkdir()
@@ -31,7 +32,7 @@ def test_sync_and_backfill_flows_publish_reports(prefect_harness, tmp_path):
     with pytest.raises(ValueError, match="window"):
         backfill(source="wiki", data_dir=data)
 
-    store = QdrantStore(path=tmp_path / "data" / "qdrant")
+    store = build_store(Settings(data_dir=tmp_path / "data"))
     try:
         assert store.count({"source": "wiki"}) == 2
     finally:

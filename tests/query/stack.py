@@ -21,7 +21,8 @@ from ragline import parsers
 from ragline.config import Settings
 from ragline.ledger import Ledger
 from ragline.pipeline import sync_source
-from stores.qdrant import QdrantStore
+from ragline.components import build_store
+from stores.base import VectorStore
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "samples" / "corpus"
@@ -51,7 +52,7 @@ def build_corpus(root: Path) -> Path:
     return root
 
 
-def ingest(root: Path, store: QdrantStore, ledger: Ledger, embedder, chunker, name: str = "sample"):
+def ingest(root: Path, store: VectorStore, ledger: Ledger, embedder, chunker, name: str = "sample"):
     connector = LocalFolderConnector(root, name=name, accept=parsers.is_supported)
     return sync_source(connector, store=store, ledger=ledger, embedder=embedder, chunker=chunker)
 
@@ -60,7 +61,7 @@ class Stack:
     def __init__(self, data: Path, corpus: Path, embedder, chunker):
         self.data, self.corpus, self.embedder, self.chunker = data, corpus, embedder, chunker
         self.settings = Settings(data_dir=data)
-        self.store = QdrantStore(path=self.settings.qdrant_path, collection=self.settings.collection)
+        self.store = build_store(self.settings)
         self.ledger = Ledger(self.settings.resolved_ledger_url)
         ingest(corpus, self.store, self.ledger, embedder, chunker)
 

@@ -18,6 +18,8 @@ from ragline.ledger import Ledger
 from ragline.pipeline import SyncOptions, sync_source
 from ragline.types import DocRef, RawDocument
 from query.search import SearchFilters, parse_filters, search
+from ragline.components import build_store
+from stores.base import VectorStore
 from stores.qdrant import PAYLOAD_FORMAT, FieldRange, QdrantStore, build_filter
 
 pytestmark = pytest.mark.model
@@ -318,11 +320,12 @@ def test_reindex_rebuilds_a_format_1_collection_into_the_current_format(tmp_path
     root = tmp_path / "docs" / "hr"
     root.mkdir(parents=True)
     (root / "leave.md").write_text("# Leave\n\nEmployees get 25 days of annual leave.", encoding="utf-8")
-    settings = Settings(data_dir=tmp_path / "data")
+    # qdrant-client local mode: format-1 collections were made by it (before Qdrant Edge was the default)
+    settings = Settings(data_dir=tmp_path / "data", embedded_engine="local")
     connector = LocalFolderConnector(root.parent, name="docs", accept=parsers.is_supported)
 
-    def open_live() -> tuple[QdrantStore, Ledger]:
-        return QdrantStore(path=settings.qdrant_path, collection=settings.collection), Ledger(settings.resolved_ledger_url)
+    def open_live() -> tuple[VectorStore, Ledger]:
+        return build_store(settings), Ledger(settings.resolved_ledger_url)
 
     store, ledger = open_live()
     sync_source(connector, store=store, ledger=ledger, embedder=embedder, chunker=chunker)

@@ -98,12 +98,12 @@ def test_bad_input_is_a_clear_error(tmp_path, args, message):
 
 
 def test_a_store_failure_mid_run_is_reported_and_exits_3(folder, tmp_path, monkeypatch):
-    from stores.qdrant import QdrantStore
+    from stores.edge import EdgeStore
 
     def refuse(self, points):
         raise ConnectionError("qdrant went away")
 
-    monkeypatch.setattr(QdrantStore, "upsert", refuse)
+    monkeypatch.setattr(EdgeStore, "upsert", refuse)
     result = run("ingest", str(folder), "--data-dir", str(tmp_path / "d"), "--json")
     assert result.exit_code == 3
     message = json.loads(result.stdout)["error"]

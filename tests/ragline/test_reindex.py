@@ -16,7 +16,9 @@ from ragline.errors import ConfigError
 from ragline.ledger import Ledger
 from ragline.pipeline import SyncOptions, sync_source
 from ragline.reindex import ReindexFailed, reindex
-from stores.qdrant import QdrantStore
+from ragline.components import build_store
+from stores.base import VectorStore
+from stores.edge import EdgeStore
 
 pytestmark = pytest.mark.model
 
@@ -34,12 +36,12 @@ class Index:
             shutil.copy(SAMPLES / name, self.root / name)
         self.settings = Settings(data_dir=tmp / "data", flush_chunks=8)  # a failed rebuild has written points
         self.embedder = embedder
-        self.store: QdrantStore | None = None
+        self.store: VectorStore | None = None
         self.ledger: Ledger | None = None
         self.open()
 
     def open(self) -> None:
-        self.store = QdrantStore(path=self.settings.qdrant_path, collection=self.settings.collection)
+        self.store = build_store(self.settings)
         self.ledger = Ledger(self.settings.resolved_ledger_url)
 
     def close(self) -> None:
@@ -161,8 +163,8 @@ def test_a_failed_rebuild_leaves_the_live_index_untouched(index, monkeypatch, fa
         monkeypatch.setattr(LocalFolderConnector, "fetch", fetch)
         match = "rebuilding source 'docs': OSError: disk went away"
     else:
-        real_search = QdrantStore.search
-        monkeypatch.setattr(QdrantStore, "search",
+        real_search = EdgeStore.search
+        monkeypatch.setattr(EdgeStore, "search",
                             lambda self, *a, **k: [] if "--" in self.collection and self.collection != first.new_collection
                             else real_search(self, *a, **k))
         match = "failed its check: searching .* found nothing"

@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from ragline.cli import app
-from stores.qdrant import QdrantStore
+from ragline.components import build_store
+from ragline.config import Settings
 
 pytestmark = pytest.mark.model
 runner = CliRunner()
@@ -24,7 +25,7 @@ def ingest(config, data, *extra, env=None):
 
 
 def doc_ids_in_store(data, source):
-    store = QdrantStore(path=data / "qdrant")
+    store = build_store(Settings(data_dir=data))
     try:
         ids = [p["doc_id"] for _, p in store.iter_points({"source": source})]
     finally:

@@ -8,6 +8,7 @@ import pytest
 from qdrant_client import models
 
 from ragline.errors import ConfigError, IndexMismatchError
+from stores.edge import EdgeStore
 from stores.qdrant import (
     PAYLOAD_FORMAT,
     IndexSpec,
@@ -22,8 +23,24 @@ from stores.qdrant import (
 SPEC = IndexSpec(model="m", dim=4, window=256, chunk_tokens=250, overlap_tokens=38)
 
 
+ENGINES = {"local": QdrantStore, "edge": EdgeStore}  # the same contract on both embedded engines
+
+
+@pytest.fixture(params=sorted(ENGINES))
+def engine(request):
+    return ENGINES[request.param]
+
+
 @pytest.fixture
-def store(tmp_path):
+def store(tmp_path, engine):
+    s = engine(path=tmp_path / "q", collection="test")
+    s.ensure_collection(SPEC)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def local_store(tmp_path):
     s = QdrantStore(path=tmp_path / "q", collection="test")
     s.ensure_collection(SPEC)
     yield s
@@ -82,9 +99,9 @@ def test_collection_remembers_what_built_it_and_refuses_a_mismatch(tmp_path, sto
         store.ensure_collection(IndexSpec(model="other", dim=4, window=256, chunk_tokens=250, overlap_tokens=38))
 
 
-def test_embedded_store_is_exclusive(tmp_path, store):
+def test_embedded_store_is_exclusive(tmp_path, store, engine):
     with pytest.raises(ConfigError, match="in use by another process"):
-        QdrantStore(path=tmp_path / "q", collection="test")
+        engine(path=tmp_path / "q", collection="test")
 
 
 def test_exactly_one_location():
@@ -138,7 +155,7 @@ def test_switching_an_alias_is_one_step_and_keeps_the_previous_collection(store)
     assert store.collection_names() == ["live--b", "test"]
 
 
-def test_a_real_collection_becomes_an_alias(store, tmp_path):
+def test_a_real_collection_becomes_an_alias(store, tmp_path, engine):
     store.upsert(points("s", "d", "v", 3))
     new = store.for_collection("test--2")
     new.ensure_collection(OTHER)
@@ -149,32 +166,43 @@ def test_a_real_collection_becomes_an_alias(store, tmp_path):
     assert store.alias_target() == "test--2" and store.collection_names() == ["test--2"]
     assert store.count() == 6 and store.spec() == OTHER
     store.close()
-    reopened = QdrantStore(path=tmp_path / "q", collection="test")  # the alias is persisted
+    reopened = engine(path=tmp_path / "q", collection="test")  # the alias is persisted
     try:
         assert reopened.alias_target() == "test--2" and reopened.count() == 6
     finally:
         reopened.close()
-        store.client = reopened.client  # the fixture closes `store` again: harmless on a closed client
 
 
-def test_a_store_for_another_collection_shares_the_client(store):
+def test_a_store_for_another_collection_shares_the_open_store(store):
     other = store.for_collection("x")
-    assert other.client is store.client
-    other.close()  # does not close the shared client
-    assert store.exists()
+    other.ensure_collection(SPEC)
+    other.close()  # does not close what it shares
+    assert store.exists() and other.exists()
+
+
+def test_chunk_vectors_are_the_stored_vectors_by_text_hash(store):
+    pts = points("s", "d", "v", 3) + points("s", "e", "v", 1)
+    for p in pts:
+        p.payload["content_hash"] = f"h-{p.payload['doc_id']}-{p.payload['chunk_index']}"
+    store.upsert(pts)
+    found = store.chunk_vectors("s", ["d"])
+    assert sorted(found) == ["h-d-0", "h-d-1", "h-d-2"]
+    np.testing.assert_allclose(found["h-d-1"], unit(1, 2, 0, 0), atol=1e-6)
+    assert sorted(store.chunk_vectors("s", ["d", "e"])) == ["h-d-0", "h-d-1", "h-d-2", "h-e-0"]
+    assert store.chunk_vectors("s", ["missing"]) == {} == store.chunk_vectors("other", ["d"]) == store.chunk_vectors("s", [])
 
 
 # -- payload format and filters ------------------------------------------------------------------------
 
-def test_the_collection_records_its_payload_format(store):
-    meta = store.client.get_collection("test").config.metadata
+def test_the_collection_records_its_payload_format(local_store):
+    meta = local_store.client.get_collection("test").config.metadata
     assert meta["ragline"]["payload_format"] == PAYLOAD_FORMAT == SPEC.payload_format == 2
 
 
-def test_a_collection_without_a_payload_format_is_format_1_and_refused(store):
+def test_a_collection_without_a_payload_format_is_format_1_and_refused(local_store):
     old = {k: v for k, v in asdict(SPEC).items() if k != "payload_format"}
-    older = store.for_collection("older")
-    store.client.create_collection("older", vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE),
+    older = local_store.for_collection("older")
+    local_store.client.create_collection("older", vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE),
                                    metadata={"ragline": old})
     assert older.spec() == IndexSpec(**old, payload_format=1)  # still readable: reindex reads it
     with pytest.raises(IndexMismatchError, match=r"payload format 1; this version of ragline reads and writes "
