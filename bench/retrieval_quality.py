@@ -3,7 +3,7 @@
     python bench/retrieval_quality.py                        # every configuration in CONFIGS, JSON on stdout
     python bench/retrieval_quality.py --markdown             # the same, plus a table for BENCHMARKS.md
     python bench/retrieval_quality.py --llamaindex           # adds the LlamaIndex pipeline of benchmark 2
-    python bench/retrieval_quality.py --only 250/38 --variant 'int8={"embed_backend": "int8"}'
+    python bench/retrieval_quality.py --only 250/38 --variant 'bf16={"embed_backend": "bf16"}'
 
 The set is bench/quality/questions.yaml: questions over samples/corpus, each labelled with the
 document, page and verbatim passage that answers it, and whether its wording paraphrases the
@@ -83,7 +83,7 @@ CONFIGS = [
 
 # Model choices, at the default chunking: one line each.
 MODEL_VARIANTS = [
-    Config("250/38 int8", {"chunk_tokens": 250, "overlap_tokens": 38, "embed_backend": "int8"}),
+    Config("250/38 bf16", {"chunk_tokens": 250, "overlap_tokens": 38, "embed_backend": "bf16"}),
 ]
 
 LLAMAINDEX = Config("LlamaIndex 250/38", {"chunk_tokens": 250, "overlap_tokens": 38})
@@ -324,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--only", action="append", default=[], metavar="NAME",
                         help="run only the named configurations (repeatable)")
     parser.add_argument("--variant", action="append", type=parse_variant, default=[], metavar="NAME=JSON",
-                        help='another model choice as Settings overrides, e.g. int8=\'{"embed_backend": "int8"}\'')
+                        help='another model choice as Settings overrides, e.g. bf16=\'{"embed_backend": "bf16"}\'')
     parser.add_argument("--llamaindex", action="store_true", help="add the LlamaIndex pipeline (bench/llamaindex_pipeline.py)")
     parser.add_argument("--limit", type=int, default=None, help="ask only the first N questions (quick checks)")
     parser.add_argument("--markdown", action="store_true", help="also print a markdown table (after the JSON)")

@@ -35,6 +35,8 @@ class ModelRecipe:
     embed_batch_size: int
     chunk_tokens: int
     overlap_tokens: int
+    embed_backend: str = "torch"
+    anchored_chunks: bool = True
 
     @classmethod
     def from_settings(cls, settings: Any) -> ModelRecipe:
@@ -44,6 +46,8 @@ class ModelRecipe:
             embed_batch_size=settings.embed_batch_size,
             chunk_tokens=settings.chunk_tokens,
             overlap_tokens=settings.overlap_tokens,
+            embed_backend=settings.embed_backend,
+            anchored_chunks=settings.anchored_chunks,
         )
 
 
@@ -107,7 +111,8 @@ def _model(recipe: ModelRecipe) -> tuple[Any, Any]:
             enforce_offline()
             settings = Settings(model_path=recipe.model_path, model_window=recipe.model_window,
                                 embed_batch_size=recipe.embed_batch_size, chunk_tokens=recipe.chunk_tokens,
-                                overlap_tokens=recipe.overlap_tokens)
+                                overlap_tokens=recipe.overlap_tokens, embed_backend=recipe.embed_backend,
+                                anchored_chunks=recipe.anchored_chunks)
             embedder = build_embedder(settings)
             chunker = build_chunker(settings, embedder)
             embedder.model  # noqa: B018 - load the weights now, once

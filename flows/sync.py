@@ -88,7 +88,8 @@ def sync_source_task(source: str, folder: str | None, config: str | None, data_d
 
 def report_table(report: dict[str, Any]) -> list[dict[str, Any]]:
     rows = [{"what": action, "count": report[action]} for action in ("added", "updated", "unchanged", "deleted", "failed")]
-    rows.append({"what": "chunks embedded", "count": report["chunks_embedded"]})
+    rows.append({"what": "chunks written", "count": report["chunks_embedded"]})
+    rows.append({"what": "chunks reused from the embedding cache", "count": report["chunks_reused"]})
     rows.append({"what": "chunks per second", "count": report["chunks_per_second"]})
     rows.append({"what": "seconds", "count": report["seconds"]})
     rows.extend({"what": f"seconds: {stage}", "count": seconds} for stage, seconds in report["timings"].items())

@@ -125,8 +125,9 @@ class QueryService:
         audit: AuditLog,
     ):
         self.settings, self.config = settings, config
-        # embedded Qdrant (local mode) is not made for concurrent callers: one store call at a time there,
-        # while embedding questions goes on in parallel; a server handles concurrency itself
+        # an embedded store gets one call at a time (local mode is not made for concurrent callers, and an
+        # Edge search takes a few ms), while embedding questions goes on in parallel; a server handles
+        # concurrency itself
         self.embedder, self.ledger = embedder, ledger
         self.store = SerializedStore(store) if store.embedded else store
         self.gateway, self.cache, self.audit = gateway, cache, audit

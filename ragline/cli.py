@@ -100,10 +100,11 @@ def _print_report(report: RunReport) -> None:
                 out.print(f"  {action:<6} {doc_id}", highlight=False)
         return
     table = Table(title=f"{report.source}: run {report.run_id} ({report.seconds:.1f} s)", title_justify="left")
-    for column in ("added", "updated", "unchanged", "deleted", "failed", "chunks embedded", "headers removed"):
+    for column in ("added", "updated", "unchanged", "deleted", "failed", "chunks written", "of them reused",
+                   "headers removed"):
         table.add_column(column, justify="right")
     table.add_row(*map(str, (report.added, report.updated, report.unchanged, report.deleted, report.failed,
-                             report.chunks_embedded, report.headers_removed)))
+                             report.chunks_embedded, report.chunks_reused, report.headers_removed)))
     out.print(table)
     if report.added + report.updated + report.deleted + report.failed == 0:
         out.print("Nothing changed: nothing was parsed or embedded.")

@@ -59,7 +59,8 @@ def build_embedder(settings: Settings) -> Embedder:
             tokens_per_minute=settings.embed_tokens_per_minute,
         )
     return SentenceTransformerEmbedder(
-        settings.model_path, max_tokens=settings.model_window, batch_size=settings.embed_batch_size
+        settings.model_path, max_tokens=settings.model_window, batch_size=settings.embed_batch_size,
+        backend=settings.embed_backend,
     )
 
 

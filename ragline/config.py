@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     model_path: Path | None = Field(default=None, description="sentence-transformers model dir; default bundled MiniLM")
     model_window: int = Field(default=256, ge=16, description="model input window in tokens, special tokens included")
     embed_batch_size: int = Field(default=32, ge=1)
+    embed_backend: Literal["torch", "bf16"] = Field(
+        default="torch",
+        description="local model: fp32 (torch) or bfloat16 autocast (bf16; about 2x on CPUs with native bf16). "
+        "The collection records it as part of the model name: switching is a reindex",
+    )
 
     chunk_tokens: int = Field(default=DEFAULT_CHUNK_TOKENS, ge=16)
     overlap_tokens: int = Field(default=DEFAULT_OVERLAP_TOKENS, ge=0)  # bounds checked by the chunker

@@ -361,7 +361,6 @@ class _Indexer:
             self.report.headers_removed += doc.headers_removed
             self.progress.advance(doc.ref.doc_id, action)
 
-
     def _vectors_for(self, docs: list[PreparedDocument]) -> np.ndarray:
         """One vector per chunk of `docs`, in order. The embedding cache: a chunk whose text is already
         indexed for one of these documents (an edit leaves most chunks of a long document as they were)
