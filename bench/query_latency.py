@@ -32,6 +32,7 @@ import httpx
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the packages, ahead of bench/ (bench/connectors.py would shadow connectors/)
 KEY = "bench-key"
 WORDS = ("leave policy travel expense laptop password contract supplier invoice refund onboarding "
          "security holiday budget approval manager customer warranty shipping remote office").split()
