@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
 
 
-def ingest_with_sampling(corpus: Path, data: Path, env: dict[str, str]) -> dict:
+def ingest_with_sampling(corpus: Path, data: Path, env: dict[str, str], progress: Path | None = None) -> dict:
     shutil.rmtree(data, ignore_errors=True)
     argv = [sys.executable, "-m", "ragline.cli", "ingest", str(corpus), "--source", "bench",
             "--data-dir", str(data), "--json"]
@@ -43,6 +43,7 @@ def ingest_with_sampling(corpus: Path, data: Path, env: dict[str, str]) -> dict:
 
     def sample() -> None:
         process = psutil.Process(proc.pid)
+        last_note = 0.0
         while not done.is_set():
             try:
                 info = process.memory_info()
@@ -50,6 +51,11 @@ def ingest_with_sampling(corpus: Path, data: Path, env: dict[str, str]) -> dict:
                 return
             peak["rss"] = max(peak["rss"], info.rss)
             peak["private"] = max(peak["private"], info.rss - info.shared)
+            if progress is not None and time.monotonic() - last_note > 10:  # readable while a long run goes on
+                last_note = time.monotonic()
+                progress.write_text(json.dumps({"corpus": str(corpus), "seconds": round(time.perf_counter() - started),
+                                                "peak_rss_mib": round(peak["rss"] / MIB),
+                                                "peak_private_mib": round(peak["private"] / MIB)}))
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -77,10 +83,12 @@ def main() -> None:
     parser.add_argument("corpora", type=Path, nargs="+", help="smallest first")
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "out" / "memory")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="set for the ingests")
+    parser.add_argument("--progress", type=Path, help="file rewritten every 10 s with the running peak")
     args = parser.parse_args()
     env = dict(os.environ)
     env.update(item.split("=", 1) for item in args.env)
-    runs = [ingest_with_sampling(c.resolve(), args.work / f"data-{i}", env) for i, c in enumerate(args.corpora)]
+    runs = [ingest_with_sampling(c.resolve(), args.work / f"data-{i}", env, args.progress)
+            for i, c in enumerate(args.corpora)]
     print(json.dumps({
         "env": dict(item.split("=", 1) for item in args.env),
         "runs": runs,
