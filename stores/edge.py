@@ -100,6 +100,21 @@ def edge_filter(qdrant_filter: models.Filter | None) -> edge.Filter | None:
 
 # -- the folder ------------------------------------------------------------------------------------
 
+def _write_atomically(path: Path, data: Any) -> None:
+    """JSON to `path`: readers see the old file or the new one (rename), durable once this returns."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 class _EdgeFolder:
     """The open folder: its lock, its aliases and its open shards, shared by every store on it."""
 
@@ -125,18 +140,7 @@ class _EdgeFolder:
             return {}
 
     def write_aliases(self, aliases: dict[str, str]) -> None:
-        """Atomic: readers see the old file or the new one (rename), durable once this returns."""
-        tmp = self.root / "aliases.json.tmp"
-        with open(tmp, "w") as f:
-            json.dump(aliases, f, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.root / "aliases.json")
-        dir_fd = os.open(self.root, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _write_atomically(self.root / "aliases.json", aliases)
 
     # collections
     def spec_path(self, name: str) -> Path:
@@ -172,9 +176,7 @@ class _EdgeFolder:
                 shard.update(edge.UpdateOperation.create_field_index(field, edge.PayloadSchemaType.Float))
             shard.flush()
             self.shards[name] = shard
-            tmp = folder / "spec.json.tmp"
-            tmp.write_text(json.dumps({"ragline": asdict(spec)}, sort_keys=True))
-            os.replace(tmp, folder / "spec.json")
+            _write_atomically(folder / "spec.json", {"ragline": asdict(spec)})
 
     def drop(self, name: str) -> None:
         with self.guard:
