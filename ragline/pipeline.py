@@ -257,9 +257,7 @@ def chunk_payload(doc: PreparedDocument, chunk: Chunk, ingested_at: str) -> dict
     repeats what a reader should show, because LangChain reads metadata from one payload key.
     """
     times = source_times(doc.ref.modified_at)
-    doc_type = _doc_type(doc.filename)
-    return {
-        "text": chunk.text,
+    shown = {  # what a reader shows: flat in the payload, and again under `metadata`
         "source": doc.ref.source,
         "doc_id": doc.ref.doc_id,
         "uri": doc.ref.uri,
@@ -267,29 +265,22 @@ def chunk_payload(doc: PreparedDocument, chunk: Chunk, ingested_at: str) -> dict
         "section": chunk.section,
         "page_start": chunk.page_start,
         "page_end": chunk.page_end,
+        "doc_type": _doc_type(doc.filename),
+        "modified_at": times["modified_at"],
         "chunk_index": chunk.index,
+        "meta": doc.metadata,
+    }
+    return {
+        "text": chunk.text,
+        **shown,
         "chunk_count": len(doc.chunks),
         "token_count": chunk.token_count,
         "doc_version": doc.version,
         "content_hash": text_hash(chunk.text),
         "ingested_at": ingested_at,
-        "doc_type": doc_type,
         "path_prefixes": _path_prefixes(doc.ref.doc_id),
-        **times,  # modified_at, modified_ts
-        "meta": doc.metadata,
-        "metadata": {
-            "source": doc.ref.source,
-            "doc_id": doc.ref.doc_id,
-            "uri": doc.ref.uri,
-            "title": doc.title,
-            "section": chunk.section,
-            "page_start": chunk.page_start,
-            "page_end": chunk.page_end,
-            "doc_type": doc_type,
-            "modified_at": times["modified_at"],
-            "chunk_index": chunk.index,
-            "meta": doc.metadata,
-        },
+        "modified_ts": times["modified_ts"],
+        "metadata": dict(shown),
     }
 
 
