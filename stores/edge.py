@@ -19,6 +19,7 @@ behave as `QdrantStore`'s (tests/stores run the same contract against both).
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import json
 import os
@@ -50,6 +51,13 @@ from stores.qdrant import (
 )
 
 UPSERT_BATCH = 1000
+# A long sync builds the index of what it wrote every OPTIMIZE_EVERY points instead of all at the end:
+# building a segment holds its vectors and payloads in memory, so one build over a whole 10k-document
+# corpus would cost about 10 KiB a point at once (2.2 GB at 200k points, bench/memory.py). Segments
+# stay under MAX_SEGMENT_KB so the optimizer does not merge them back into one big build.
+OPTIMIZE_EVERY = 25_000
+MAX_SEGMENT_KB = 64 * 1024
+_MADV_DONTNEED = 4
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
@@ -115,6 +123,28 @@ def _write_atomically(path: Path, data: Any) -> None:
         os.close(dir_fd)
 
 
+def release_mapped_pages(root: Path) -> None:
+    """Unmap from this process the pages of the store's files that it has touched; nothing elsewhere.
+
+    Edge reads and writes its segments through shared file mappings, and every page touched stays in
+    the process's resident set, so RSS grew with the collection (about 5 KiB a point written) though
+    the pages are only the kernel's page cache. MADV_DONTNEED on a shared file mapping drops the
+    process's hold and nothing else: dirty pages stay in the page cache to be written back, and the
+    next access faults them in again. Private (copy-on-write) mappings would lose data and are skipped."""
+    try:
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+        maps = Path("/proc/self/maps").read_text()
+    except (OSError, AttributeError):  # not Linux
+        return
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    prefix = str(root.resolve()) + os.sep
+    for line in maps.splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[1].endswith("s") and fields[5].startswith(prefix):
+            start, end = (int(address, 16) for address in fields[0].split("-"))
+            madvise(start, end - start, _MADV_DONTNEED)
+
+
 class _EdgeFolder:
     """The open folder: its lock, its aliases and its open shards, shared by every store on it."""
 
@@ -130,6 +160,7 @@ class _EdgeFolder:
             raise ConfigError(f"embedded Qdrant at {root} is in use by another process") from None
         self.guard = threading.RLock()
         self.shards: dict[str, edge.EdgeShard] = {}
+        self.unindexed: dict[str, int] = {}  # points written per collection since its last optimize
         self.closed = False
 
     # aliases
@@ -168,7 +199,10 @@ class _EdgeFolder:
             if folder.exists():  # a creation that crashed before writing spec.json
                 self._forget(name)
                 shutil.rmtree(folder)
-            config = edge.EdgeConfig(vectors=edge.EdgeVectorParams(size=spec.dim, distance=edge.Distance.Cosine))
+            config = edge.EdgeConfig(
+                vectors=edge.EdgeVectorParams(size=spec.dim, distance=edge.Distance.Cosine),
+                optimizers=edge.EdgeOptimizersConfig(max_segment_size=MAX_SEGMENT_KB),
+            )
             shard = edge.EdgeShard.create(str(folder / "shard"), config)
             for field in KEYWORD_INDEXED_FIELDS:
                 shard.update(edge.UpdateOperation.create_field_index(field, edge.PayloadSchemaType.Keyword))
@@ -189,6 +223,7 @@ class _EdgeFolder:
             shutil.rmtree(self.collections / name, ignore_errors=True)
 
     def _forget(self, name: str) -> None:
+        self.unindexed.pop(name, None)
         shard = self.shards.pop(name, None)
         if shard is not None:
             shard.close()
@@ -291,21 +326,31 @@ class EdgeStore:
         name = self.physical_name()
         return None if name is None else self._folder.shard(name)
 
-    def _require_shard(self) -> edge.EdgeShard:
-        shard = self._shard()
-        if shard is None:
+    def _require_name(self) -> str:
+        name = self.physical_name()
+        if name is None:
             raise ConfigError(f"collection {self.collection!r} does not exist at {self.location}")
-        return shard
+        return name
+
+    def _require_shard(self) -> edge.EdgeShard:
+        return self._folder.shard(self._require_name())
 
     # -- writes --------------------------------------------------------------------------------
 
     def upsert(self, points: Sequence[Point]) -> None:
-        shard = self._require_shard()
+        name = self._require_name()
+        shard = self._folder.shard(name)
         for start in range(0, len(points), UPSERT_BATCH):
             batch = points[start : start + UPSERT_BATCH]
             shard.update(edge.UpdateOperation.upsert_points(
                 [edge.Point(p.id, np.asarray(p.vector, dtype=np.float32).tolist(), p.payload) for p in batch]
             ))
+        unindexed = self._folder.unindexed.get(name, 0) + len(points)
+        if unindexed >= OPTIMIZE_EVERY:
+            shard.optimize()
+            unindexed = 0
+        self._folder.unindexed[name] = unindexed
+        release_mapped_pages(self._folder.root)
 
     def delete_other_versions(self, source: str, doc_id: str, keep_version: str) -> None:
         self._require_shard().update(edge.UpdateOperation.delete_points_by_filter(
@@ -325,6 +370,8 @@ class EdgeStore:
         shard = self._shard()
         if shard is not None:
             shard.optimize()
+            self._folder.unindexed[self.physical_name()] = 0
+            release_mapped_pages(self._folder.root)
 
     # -- reads ---------------------------------------------------------------------------------
 

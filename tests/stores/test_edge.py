@@ -3,14 +3,18 @@ choice and the search index it builds (the shared contract is in test_qdrant.py,
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
+from pathlib import Path
 import pytest
+import qdrant_edge
 
 from ragline.components import build_store
 from ragline.config import Settings
 from ragline.errors import ConfigError
+import stores.edge
 from stores.edge import EdgeStore, edge_filter
 from stores.qdrant import IndexSpec, Point, QdrantStore, SearchFilters, build_filter, point_id
 
@@ -106,5 +110,59 @@ def test_collection_names_are_checked(tmp_path):
     try:
         with pytest.raises(ConfigError, match="collection name"):
             store.ensure_collection(SPEC)
+    finally:
+        store.close()
+
+
+def resident_kib_of_files_under(root) -> int:
+    """This process's resident memory in file mappings under `root` (from /proc/self/smaps)."""
+    prefix, total, inside = str(root.resolve()), 0, False
+    for line in open("/proc/self/smaps"):
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:  # a mapping's header line
+            inside = len(fields) >= 6 and fields[5].startswith(prefix)
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+def test_written_pages_do_not_stay_resident_and_every_point_reads_back_intact(tmp_path):
+    store = EdgeStore(path=tmp_path / "q")
+    try:
+        store.ensure_collection(SPEC)
+        pts = random_points(6000)
+        for p in pts:
+            p.payload["text"] = f"{p.payload['text']} " + "x" * 2000  # payload pages worth measuring
+        for start in range(0, len(pts), 500):
+            store.upsert(pts[start:start + 500])
+        # without the release, the segment's touched pages (about 5 KiB a point) stay in RSS
+        assert resident_kib_of_files_under(tmp_path / "q") < 1024
+        read = dict(store.iter_points())
+        assert len(read) == 6000
+        for p in pts[::97]:
+            assert read[p.id]["text"] == p.payload["text"]
+            [hit] = store.search(p.vector, k=1)
+            assert hit.id == p.id and hit.score == pytest.approx(1.0, abs=1e-5)
+    finally:
+        store.close()
+
+
+def test_a_long_write_builds_its_index_as_it_goes(tmp_path, monkeypatch):
+    monkeypatch.setattr(stores.edge, "OPTIMIZE_EVERY", 1000)
+    # 8-dim test vectors are far below Edge's indexing threshold (about 6,600 MiniLM vectors)
+    small_threshold = functools.partial(qdrant_edge.EdgeOptimizersConfig, indexing_threshold=1)
+    monkeypatch.setattr(qdrant_edge, "EdgeOptimizersConfig", small_threshold)
+    store = EdgeStore(path=tmp_path / "q")
+    try:
+        store.ensure_collection(SPEC)
+        pts = random_points(2600)
+        for start in range(0, len(pts), 400):
+            store.upsert(pts[start:start + 400])
+        info = store._require_shard().info()
+        assert info.indexed_vectors_count >= 2000  # two builds of 1,000+ points each, not one at the end
+        assert store.search(pts[1234].vector, k=1)[0].id == pts[1234].id
+        store.optimize()
+        assert store._require_shard().info().indexed_vectors_count == 2600
     finally:
         store.close()
