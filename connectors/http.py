@@ -11,7 +11,7 @@ What is retried and what is not:
       with jitter                                 a broken deployment): retrying will not fix it
     5xx (Retry-After honoured there too)
     timeouts, refused/reset connections,
-      a server closing the connection early
+      a server closing the connection early      a body over `max_response_bytes` (TooLarge)
 
 Retries are bounded twice: at most `max_attempts` requests, and no retry is started whose wait
 would end more than `max_retry_time` seconds after the first attempt (a Retry-After of an hour
@@ -45,7 +45,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from ragline.errors import ConfigError
+from ragline.errors import ConfigError, FetchError, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,10 @@ class GaveUp(HttpFailure):
     """A retryable failure persisted past the attempt or time budget."""
 
 
+class TooLarge(HttpFailure):
+    """The answer is larger than the source allows; it was not read past the limit."""
+
+
 class NotJson(HttpFailure):
     """A successful response whose body is not JSON."""
 
@@ -81,6 +85,23 @@ def auth_reason(status: int) -> str:
     if status == 401:
         return "token rejected (401): check the API token configured for this source"
     return "token lacks permission (403): check the scopes granted to the API token of this source"
+
+
+def record_fetch_error(source: str, doc_id: str, failure: HttpFailure) -> FetchError | SourceError:
+    """What a failed fetch of one record means for the run. The record's own problem (gone, refused,
+    unreadable) quarantines it: FetchError. A rejected token or an API that kept failing (timeouts, 5xx,
+    429 past the retry budget) would fail every record after it as well, and quarantining them would
+    store their fingerprints as if they had been read: SourceError stops the run, the cursor stays,
+    and the next run picks them up."""
+    if isinstance(failure, PermanentStatus):
+        if failure.status == 404:
+            return FetchError(doc_id, "record disappeared (deleted or archived) after listing")
+        if failure.status in (401, 403):
+            return SourceError(source, auth_reason(failure.status))
+        return FetchError(doc_id, failure.reason)
+    if isinstance(failure, (NotJson, TooLarge)):
+        return FetchError(doc_id, failure.reason)
+    return SourceError(source, f"fetching {doc_id!r}: {failure.reason}; the next run resumes from here")
 
 
 # --------------------------------------------------------------------------- rate limit
@@ -163,6 +184,13 @@ class _Call:
     limiter: RateLimiter | None = None
 
 
+# What the connectors pass as `max_response_bytes`: an API page or record is kilobytes; a body this
+# large is a misconfigured endpoint (a file download, an unpaged dump) and would otherwise be held
+# whole in memory before anything could refuse it. (HttpSource's own default is no limit: embedding
+# answers of large batches are legitimately big.)
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+
 class HttpSource:
     """Requests JSON from one API under one rate budget and one retry policy."""
 
@@ -175,9 +203,13 @@ class HttpSource:
         retry: RetryPolicy = RetryPolicy(),
         client: httpx.Client | None = None,
         secret: str | None = None,
+        max_response_bytes: int | None = None,
     ):
         if retry.max_attempts < 1:
             raise ConfigError(f"max_attempts must be at least 1, not {retry.max_attempts}")
+        if max_response_bytes is not None and max_response_bytes < 1:
+            raise ConfigError(f"max_response_bytes must be positive, not {max_response_bytes}")
+        self.max_response_bytes = max_response_bytes
         self._headers = {"Accept": "application/json", "User-Agent": USER_AGENT, **(headers or {})}
         self.limiter = RateLimiter(requests_per_second)
         self.retry = retry
@@ -211,6 +243,9 @@ class HttpSource:
             kind = response.headers.get("content-type", "no content type")
             raise NotJson(f"{call.method} {_where(response.request.url)} answered {response.status_code} with a body "
                           f"that is not JSON ({kind})", response.status_code) from None
+        except RecursionError:  # json's decoder recurses per nesting level: "[[[[..." is a crash otherwise
+            raise NotJson(f"{call.method} {_where(response.request.url)} answered {response.status_code} with JSON "
+                          "nested too deeply to read", response.status_code) from None
 
     def _redact(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
@@ -244,7 +279,9 @@ class HttpSource:
         limiters = [self.limiter, *([call.limiter] if call.limiter else [])]
         for limiter in limiters:
             limiter.acquire()
-        response = self.client.request(call.method, call.url, params=call.params, json=call.body, headers=self._headers)
+        request = self.client.build_request(call.method, call.url, params=call.params, json=call.body,
+                                            headers=self._headers)
+        response = self._read_capped(self.client.send(request, stream=True))
         status = response.status_code
         if status < 400:
             return response
@@ -256,7 +293,33 @@ class HttpSource:
                     limiter.hold_off(retry_after)
             label = "rate limited (429)" if status == 429 else f"server error ({status})"
             raise _Retryable(f"{call.method} {where}: {label}", status, retry_after)
-        raise PermanentStatus(f"{call.method} {where} answered {status}{_error_message(response)}", status)
+        raise PermanentStatus(f"{call.method} {where} answered {status}{_error_message(response, self._redact)}", status)
+
+    def _read_capped(self, streamed: httpx.Response) -> httpx.Response:
+        """Read a streamed answer up to `max_response_bytes` (decoded), then hand back a complete Response."""
+        if self.max_response_bytes is None:
+            try:
+                streamed.read()
+            finally:
+                streamed.close()
+            return streamed
+        limit = self.max_response_bytes
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in streamed.iter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge(f"{streamed.request.method} {_where(streamed.request.url)} answered "
+                                   f"{streamed.status_code} with more than {limit:,} bytes (max_response_bytes); "
+                                   "not read further", streamed.status_code)
+                chunks.append(chunk)
+        finally:
+            streamed.close()
+        # Rebuilt from the bytes already decoded: without Content-Encoding, so nothing is decoded twice.
+        headers = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() != "content-encoding"]
+        return httpx.Response(streamed.status_code, headers=headers, content=b"".join(chunks),
+                              request=streamed.request, extensions=streamed.extensions)
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -277,14 +340,15 @@ def _where(url: httpx.URL) -> str:
     return f"{url.host}{url.path}"
 
 
-def _error_message(response: httpx.Response) -> str:
-    """The API's own short error message, when it sends one as JSON."""
+def _error_message(response: httpx.Response, redact: Callable[[str], str]) -> str:
+    """The API's own short error message, when it sends one as JSON. Redacted before it is cut short:
+    a secret the server echoed back and the cut runs through would otherwise keep its first part."""
     try:
         body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return ""
     message = body.get("message") if isinstance(body, dict) else None
-    return f": {message[:200]}" if isinstance(message, str) and message else ""
+    return f": {redact(message)[:200]}" if isinstance(message, str) and message else ""
 
 
 def same_origin(url: str, base_url: str) -> bool:

@@ -55,6 +55,7 @@ from typing import Any, ClassVar, Self
 import httpx
 
 from connectors.http import (
+    MAX_RESPONSE_BYTES,
     GaveUp,
     HttpFailure,
     HttpSource,
@@ -63,6 +64,7 @@ from connectors.http import (
     RateLimiter,
     RetryPolicy,
     auth_reason,
+    record_fetch_error,
 )
 from ragline.errors import ConfigError, FetchError, SourceError
 from ragline.types import ChangeListing, Deletion, DocRef, RawDocument
@@ -169,6 +171,7 @@ class HubSpotConnector:
             retry=RetryPolicy(max_attempts=max_attempts, backoff=backoff, max_retry_time=max_retry_time),
             client=client,
             secret=token,
+            max_response_bytes=MAX_RESPONSE_BYTES,
         )
         self.skipped: list[tuple[str, str]] = []  # (doc_id or "?", reason) of records listing passed over
 
@@ -373,14 +376,8 @@ class HubSpotConnector:
             params["associations"] = ",".join(associations)
         try:
             record = self.http.get_json(self.record_url(object_type, record_id), params)
-        except PermanentStatus as exc:
-            if exc.status == 404:
-                raise FetchError(ref.doc_id, "record disappeared (deleted or archived) after listing") from None
-            if exc.status in (401, 403):  # every other fetch would fail the same way: stop the run
-                raise SourceError(self.name, auth_reason(exc.status)) from None
-            raise FetchError(ref.doc_id, exc.reason) from None
         except HttpFailure as exc:
-            raise FetchError(ref.doc_id, exc.reason) from None
+            raise record_fetch_error(self.name, ref.doc_id, exc) from None
         if not isinstance(record, dict):
             raise FetchError(ref.doc_id, "the API answered with something other than a record object")
         if str(record.get("id", "")) != record_id:
@@ -435,8 +432,15 @@ def render(object_type: str, record_id: str, properties: Mapping[str, Any], asso
 
 
 def _text(key: str, value: Any) -> str:
-    if value is None or isinstance(value, (dict, list)):
+    """A property's text. The API sends strings; a value of another type (a misbehaving integration,
+    a proxy) is read where it has an obvious text (numbers, booleans, lists of those) and left out
+    where it has none (objects), rather than failing the record."""
+    if isinstance(value, list):
+        return ", ".join(t for t in (_text(key, v) for v in value if not isinstance(v, (dict, list))) if t)
+    if value is None or isinstance(value, dict):
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     text = str(value).strip()
     if key in HTML_FIELDS and "<" in text:
         text = html_to_text(text)

@@ -43,13 +43,16 @@ from urllib.parse import quote
 import httpx
 
 from connectors.http import (
+    MAX_RESPONSE_BYTES,
     GaveUp,
     HttpFailure,
     HttpSource,
     NotJson,
     PermanentStatus,
     RetryPolicy,
+    TooLarge,
     auth_reason,
+    record_fetch_error,
     same_origin,
 )
 from ragline.errors import ConfigError, FetchError, SourceError
@@ -136,6 +139,7 @@ class RestConnector:
         backoff: float = 0.5,
         max_retry_time: float = 120.0,
         client: httpx.Client | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ):
         if detail_path is not None and "{id}" not in detail_path:
             raise ConfigError(f"rest source {name!r}: detail_path must contain '{{id}}', got {detail_path!r}")
@@ -168,6 +172,7 @@ class RestConnector:
             retry=RetryPolicy(max_attempts=max_attempts, backoff=backoff, max_retry_time=max_retry_time),
             client=client,
             secret=token,
+            max_response_bytes=max_response_bytes,
         )
         self.skipped: list[tuple[str, str]] = []
 
@@ -247,7 +252,8 @@ class RestConnector:
     def _listing_reason(self, page: int, exc: HttpFailure) -> str:
         if isinstance(exc, PermanentStatus) and exc.status in (401, 403):
             return auth_reason(exc.status)
-        what = {NotJson: "the answer is not JSON", GaveUp: "the API kept failing"}.get(type(exc), "the request failed")
+        what = {NotJson: "the answer is not JSON", GaveUp: "the API kept failing",
+                TooLarge: "the answer is too large"}.get(type(exc), "the request failed")
         return f"listing page {page}: {what}: {exc.reason}; the listing is incomplete"
 
     def _doc_id(self, record: Any) -> str | None:
@@ -298,14 +304,8 @@ class RestConnector:
     def _fetch_detail(self, ref: DocRef) -> Any:
         try:
             body = self.http.get_json(self._detail_url(ref.doc_id), self.detail_params or None)
-        except PermanentStatus as exc:
-            if exc.status == 404:
-                raise FetchError(ref.doc_id, "record disappeared (deleted or archived) after listing") from None
-            if exc.status in (401, 403):
-                raise SourceError(self.name, auth_reason(exc.status)) from None
-            raise FetchError(ref.doc_id, exc.reason) from None
         except HttpFailure as exc:
-            raise FetchError(ref.doc_id, exc.reason) from None
+            raise record_fetch_error(self.name, ref.doc_id, exc) from None
         record = get_path(body, self.detail_record_path, _MISSING)
         if record is _MISSING:
             raise FetchError(ref.doc_id, f"the answer has no record at {self.detail_record_path!r}")

@@ -610,6 +610,8 @@ class SqlConnector:
             raise FetchError(
                 ref.doc_id, f"text_template cannot render this row: {exc}"
             ) from None
+        if not text.strip():
+            raise FetchError(ref.doc_id, self._no_text_reason(row))
         data = text.encode(
             "utf-8", "replace"
         )  # a lone surrogate becomes "?", never invalid UTF-8
@@ -620,6 +622,14 @@ class SqlConnector:
             content_hash=hashlib.sha256(data).hexdigest(),
             metadata={c: json_safe(row[c]) for c in self.metadata_columns},
         )
+
+    def _no_text_reason(self, row: Mapping[str, Any]) -> str:
+        """Which text columns left the row without text, for whoever fills the table."""
+        nulls = [c for c in self.template_columns if row[c] is None]
+        blank = [c for c in self.template_columns if row[c] is not None]
+        parts = [f"{', '.join(cols)} {'is' if len(cols) == 1 else 'are'} {what}"
+                 for cols, what in ((nulls, "NULL"), (blank, "empty")) if cols]
+        return f"the row has no text to index ({'; '.join(parts) or 'text_template has no columns'})"
 
     def render(self, row: Mapping[str, Any]) -> str:
         """`text_template` with `row`'s values; NULL renders as empty text."""

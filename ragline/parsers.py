@@ -19,6 +19,10 @@ Contract for callers:
   empty blocks are dropped.
 - PDF: one block per visual line of a page, in order, `page` = 1-based page number.
   The header/footer stripper downstream relies on this.
+- Hostile files cost bounded time and memory here, before any worker-process limit: zip packages
+  are checked for bombs before a part is inflated, HTML for its tag count, XLSX for cells with
+  values (empty cells are dropped unread); see the limits below. Text is decoded from BOMs, UTF-8,
+  BOM-less UTF-16, then line by line as UTF-8 or cp1252, so mixed files read right.
 """
 
 from __future__ import annotations
@@ -41,6 +45,17 @@ from ragline.errors import ParseError
 from ragline.types import Block, ParsedDocument
 
 NO_TEXT = "no extractable text (scanned image or empty file?)"
+
+# Limits that keep one hostile file from taking the machine's memory or hours of CPU. Each is far
+# above what a real document of its kind needs; a file over one fails with a reason naming it.
+ZIP_MAX_MEMBERS = 10_000  # parts in a DOCX/PPTX/XLSX package (a large deck has a few hundred)
+ZIP_MAX_TOTAL_BYTES = 1024 * 1024 * 1024  # everything in the package, inflated
+ZIP_MAX_XML_PART_BYTES = 256 * 1024 * 1024  # one XML part, inflated: the readers hold it as a tree in memory
+ZIP_MAX_RATIO = 100  # inflated/compressed, for parts over ZIP_RATIO_FLOOR_BYTES; office XML runs 5-30
+ZIP_RATIO_FLOOR_BYTES = 10 * 1024 * 1024
+HTML_MAX_TAGS = 500_000  # BeautifulSoup keeps ~1 KB per tag: this bounds a page at a few hundred MB
+XLSX_MAX_CELLS = 2_000_000  # cells holding a value, over all sheets (empty cells are dropped first)
+CSV_MAX_FIELD_CHARS = 64 * 1024 * 1024  # the csv module's default of 128 KiB refuses real exports
 
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
     {
@@ -170,20 +185,38 @@ def _decode_text(filename: str, data: bytes) -> str:
             text = data.decode(bom_less_utf16, errors="replace")
         else:
             text = _decode_8bit(data)
+    # NULs go before judging: text padded with NULs (preallocated logs, fixed-width exports) is still
+    # text, while binary data keeps plenty of other control bytes once its NULs are gone.
+    text = text.replace("\x00", "")
+    if not text and data:
+        raise ParseError(filename, "the file holds only NUL bytes (a write that never finished, or a preallocated "
+                                   "file?)")
     sample = text[:8192]
     controls = sum(1 for ch in sample if (ch < " " and ch not in _ALLOWED_CONTROLS) or ch == "\x7f")
     if sample and controls / len(sample) > 0.05:
         raise ParseError(filename, "binary data, not text")
-    return text.replace("\x00", "")
+    return text
 
 
 def _decode_8bit(data: bytes) -> str:
+    """UTF-8, else line by line: UTF-8 where a line is valid UTF-8, cp1252 (then latin-1) where not.
+
+    Files that were appended to by different tools mix encodings; decoding each line on its own reads
+    both halves correctly instead of turning the UTF-8 half into mojibake."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    return "".join(_decode_line(line) for line in data.splitlines(keepends=True))
+
+
+def _decode_line(line: bytes) -> str:
     for encoding in ("utf-8", "cp1252"):
         try:
-            return data.decode(encoding)
+            return line.decode(encoding)
         except UnicodeDecodeError:
             continue
-    return data.decode("latin-1")  # maps every byte: cannot fail
+    return line.decode("latin-1")  # maps every byte: cannot fail
 
 
 def _guess_utf16(data: bytes) -> str | None:
@@ -235,17 +268,48 @@ def _check_zip(filename: str, data: bytes, kind: str) -> None:
         )
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            names = set(archive.namelist())
+            members = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         raise ParseError(filename, f"not a valid {kind} (not a zip archive; truncated or another format?)") from None
     except RuntimeError as exc:  # NotImplementedError: a zip feature (version, compression) Python lacks
         raise ParseError(filename, f"not a valid {kind}: damaged or unsupported zip archive: {_short(exc)}") from exc
+    _check_zip_sizes(filename, kind, members)
+    names = {member.filename for member in members}
     if _OOXML_MAIN_PART[kind] in names:
         return
     for other, part in _OOXML_MAIN_PART.items():
         if part in names:
             raise ParseError(filename, f"not a valid {kind}: it is really a .{other.lower()} file; rename it")
     raise ParseError(filename, f"not a valid {kind}: a zip archive without {_OOXML_MAIN_PART[kind]} inside")
+
+
+def _check_zip_sizes(filename: str, kind: str, members: list[zipfile.ZipInfo]) -> None:
+    """Refuse a zip bomb before any part is inflated.
+
+    The sizes checked are the ones the archive declares, and they can be trusted here: Python's
+    zipfile never inflates a part past its declared size (it fails the CRC check instead), and the
+    readers (python-docx, python-pptx, openpyxl) go through zipfile."""
+    if len(members) > ZIP_MAX_MEMBERS:
+        raise ParseError(filename, f"not a valid {kind}: the archive holds {len(members):,} parts, more than the "
+                                   f"limit of {ZIP_MAX_MEMBERS:,} (a damaged or crafted file)")
+    total = sum(member.file_size for member in members)
+    if total > ZIP_MAX_TOTAL_BYTES:
+        raise ParseError(filename, f"not a valid {kind}: looks like a zip bomb: its parts inflate to {_mib(total)}, "
+                                   f"more than the limit of {_mib(ZIP_MAX_TOTAL_BYTES)}")
+    for member in members:
+        size = member.file_size
+        ratio = size / max(member.compress_size, 1)
+        if size > ZIP_RATIO_FLOOR_BYTES and ratio > ZIP_MAX_RATIO:
+            raise ParseError(filename, f"not a valid {kind}: looks like a zip bomb: {member.filename} inflates "
+                                       f"{ratio:,.0f}-fold to {_mib(size)} (real documents stay under "
+                                       f"{ZIP_MAX_RATIO}-fold)")
+        if size > ZIP_MAX_XML_PART_BYTES and member.filename.lower().endswith((".xml", ".rels")):
+            raise ParseError(filename, f"not a valid {kind}: {member.filename} inflates to {_mib(size)}, more than "
+                                       f"the limit of {_mib(ZIP_MAX_XML_PART_BYTES)} for one part")
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):,.0f} MiB"
 
 
 # --------------------------------------------------------------------------- PDF
@@ -413,7 +477,17 @@ def _html_blocks(markup: str | bytes, page: int = 1) -> tuple[list[Block], str]:
     return blocks.items, title
 
 
+def _check_html_size(filename: str, markup: str | bytes) -> None:
+    """Bound BeautifulSoup's tree: one Python object per tag, so the tag count is what costs memory
+    and time, not the bytes (a 50 MB page with one inline image is cheap)."""
+    tags = markup.count(b"<" if isinstance(markup, bytes) else "<")
+    if tags > HTML_MAX_TAGS:
+        raise ParseError(filename, f"HTML has about {tags:,} tags, more than the limit of {HTML_MAX_TAGS:,}; "
+                                   "split the page or export it as text")
+
+
 def _parse_html(filename: str, data: bytes) -> ParsedDocument:
+    _check_html_size(filename, data)
     blocks, title = _html_blocks(data)
     return ParsedDocument(title=title or _stem(filename), blocks=blocks)
 
@@ -642,6 +716,7 @@ def _parse_eml(filename: str, data: bytes) -> ParsedDocument:
     if body is not None:
         text = _part_text(body)
         if body.get_content_subtype() == "html":
+            _check_html_size(filename, text)
             for block in _html_blocks(text)[0]:
                 blocks.add(block.text, heading=block.heading)
         else:
@@ -706,31 +781,36 @@ def _csv_delimiter(text: str) -> str:
 
 
 def _parse_csv(filename: str, data: bytes) -> ParsedDocument:
-    import pandas as pd
-
+    """One block per row. Ragged rows are read, not dropped: a short row has fewer fields, and the
+    extra fields of a long row are kept under "column N" (the csv module, since pandas drops them)."""
     text = _decode_text(filename, data)
     delimiter = _csv_delimiter(text)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            frame = pd.read_csv(
-                io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False, on_bad_lines="warn"
-            )
-        except pd.errors.EmptyDataError as exc:
-            raise ParseError(filename, NO_TEXT) from exc
-        except (pd.errors.ParserError, ValueError) as exc:
-            raise ParseError(filename, f"not a readable CSV: {_short(exc)}") from exc
-    skipped = sum(str(w.message).count("Skipping line") for w in caught)
-    columns = [_clean(str(c)) for c in frame.columns]
-    blocks = _Blocks()
-    for values in frame.itertuples(index=False, name=None):
-        blocks.add(_row_text(columns, values))
-    if not blocks.items and columns:
+    if csv.field_size_limit() < CSV_MAX_FIELD_CHARS:  # process-wide, but only ever raised
+        csv.field_size_limit(CSV_MAX_FIELD_CHARS)
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter) if any(
+            cell.strip() for cell in row)]
+    except csv.Error as exc:
+        raise ParseError(filename, f"not a readable CSV: {_short(exc)}") from exc
+    if not rows:
+        raise ParseError(filename, NO_TEXT)
+    header, records = [_clean(c) for c in rows[0]], rows[1:]
+    if not records:
         raise ParseError(filename, "CSV has a header row but no data rows")
+    width = max(len(row) for row in records)
+    columns = header + [f"column {n}" for n in range(len(header) + 1, width + 1)]
+    blocks = _Blocks()
+    for row in records:
+        blocks.add(_row_text(columns, row))
     return ParsedDocument(
         title=_stem(filename),
         blocks=blocks.items,
-        metadata={"columns": columns, "rows": len(frame), "skipped_lines": skipped},
+        metadata={
+            "columns": header,
+            "rows": len(records),
+            "skipped_lines": 0,  # kept for readers of older reports: no line is skipped any more
+            "ragged_rows": sum(1 for row in records if len(row) != len(header)),
+        },
     )
 
 
@@ -739,8 +819,9 @@ def _parse_xlsx(filename: str, data: bytes) -> ParsedDocument:
     from openpyxl.utils.exceptions import InvalidFileException
 
     with _ooxml(filename, data, "XLSX", InvalidFileException):
+        compact = _xlsx_without_empty_cells(filename, data)
         sheets = pd.read_excel(
-            io.BytesIO(data), sheet_name=None, dtype=str, keep_default_na=False, engine="openpyxl"
+            io.BytesIO(compact), sheet_name=None, dtype=str, keep_default_na=False, engine="openpyxl"
         )
     blocks = _Blocks()
     for number, (name, frame) in enumerate(sheets.items(), start=1):
@@ -760,6 +841,38 @@ def _parse_xlsx(filename: str, data: bytes) -> ParsedDocument:
         page_count=max(len(sheets), 1),
         metadata={"sheets": [str(name) for name in sheets]},
     )
+
+
+# A cell without a value is a self-closing <c .../> (formatting only; values, inline strings and
+# formulas are child elements). Sheets formatted down to row 1,048,576 hold millions of them.
+_XLSX_EMPTY_CELL = re.compile(rb"<(?:\w+:)?c\b[^<>]*/>")
+_XLSX_EMPTY_ROW = re.compile(rb"<(?:\w+:)?row\b[^<>]*/>|<((?:\w+:)?row)\b[^<>]*>\s*</\1>")
+# The declared size ("A1:XFD1048576") is what the reader pads every row to: dropped, it counts.
+_XLSX_DIMENSION = re.compile(rb"<(?:\w+:)?dimension\b[^<>]*/>")
+_XLSX_CELL = re.compile(rb"<(?:\w+:)?c[\s>]")
+
+
+def _xlsx_without_empty_cells(filename: str, data: bytes) -> bytes:
+    """The workbook with its value-less cells, empty rows and declared dimensions removed.
+
+    openpyxl creates a Python object per cell, empty or not (about 5 s per million here), and pandas
+    then pads rows to the declared width; text extraction needs neither. The result is re-zipped
+    stored (not compressed): it is read once, right away. Raises ParseError past XLSX_MAX_CELLS."""
+    cells = 0
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as target:
+        for member in source.infolist():
+            content = source.read(member)
+            if member.filename.startswith("xl/worksheets/") and member.filename.endswith(".xml"):
+                content = _XLSX_EMPTY_CELL.sub(b"", content)
+                content = _XLSX_EMPTY_ROW.sub(b"", content)
+                content = _XLSX_DIMENSION.sub(b"", content)
+                cells += sum(1 for _ in _XLSX_CELL.finditer(content))
+                if cells > XLSX_MAX_CELLS:
+                    raise ParseError(filename, f"XLSX has more than {XLSX_MAX_CELLS:,} cells with values; "
+                                               "export the sheets to index as CSV, or split the workbook")
+            target.writestr(member.filename, content)
+    return out.getvalue()
 
 
 _PARSERS: dict[str, Callable[[str, bytes], ParsedDocument]] = {

@@ -304,12 +304,14 @@ def test_fetch_of_a_malformed_record_is_a_fetch_error(crm, connect):
         connector.fetch(ref)
 
 
-def test_fetch_after_retries_run_out_is_a_fetch_error_not_a_source_error(crm, connect):
+def test_fetch_after_retries_run_out_stops_the_source_instead_of_quarantining_the_record(crm, connect):
+    """An API that keeps failing would fail every record after this one too; quarantining them would store
+    their fingerprints as if read. The run stops (nothing deleted, cursor kept) and names the record."""
     cid = crm.add("contacts", {"firstname": "Ada"})
     connector = connect(objects=("contacts",), max_attempts=2)
     ref = listing(connector)[f"contacts/{cid}"]
     crm.fail_next(5, status=503)
-    with pytest.raises(FetchError, match=r"server error \(503\).*2 attempt"):
+    with pytest.raises(SourceError, match=rf"contacts/{cid}.*server error \(503\).*2 attempt"):
         connector.fetch(ref)
 
 

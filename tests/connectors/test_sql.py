@@ -21,7 +21,7 @@ from sqlalchemy.dialects import mysql
 
 from connectors.sql import SqlConnector
 from ragline import parsers
-from ragline.errors import ConfigError, FetchError, ParseError, SourceError
+from ragline.errors import ConfigError, FetchError, SourceError
 from tests.conftest import service_missing
 from tests.connectors.contract import ConnectorContract, listing
 
@@ -412,14 +412,23 @@ def test_rows_with_a_null_id_are_skipped_and_reported(backend):
     )  # a closed connector reconnects lazily
 
 
-def test_an_empty_text_fetches_as_empty_bytes_and_fails_parsing(backend):
+def test_a_row_without_text_is_a_fetch_error_naming_its_null_and_empty_columns(backend):
     table = backend.docs_table()
     backend.upsert(table, id="empty", title=None, body="")
+    backend.upsert(table, id="nulls", title=None, body=None)
+    backend.upsert(table, id="blank", title="  ", body="\n")
     connector = backend.connector(table.name, text_template="{title}{body}")
-    raw = connector.fetch(listing(connector)["empty"])
-    assert raw.data == b"" and len(raw.content_hash) == 64
-    with pytest.raises(ParseError):
-        parsers.parse(raw.filename, raw.data)
+    refs = listing(connector)
+    reasons = {}
+    for doc_id in ("empty", "nulls", "blank"):
+        with pytest.raises(FetchError) as info:
+            connector.fetch(refs[doc_id])
+        reasons[doc_id] = info.value.reason
+    assert reasons == {
+        "empty": "the row has no text to index (title is NULL; body is empty)",
+        "nulls": "the row has no text to index (title, body are NULL)",
+        "blank": "the row has no text to index (title, body are empty)",
+    }
 
 
 def test_a_10_mb_text_fetches_whole(backend):
