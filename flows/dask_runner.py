@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ragline.ledger import PendingDoc
-from ragline.pipeline import Outcome, StageTimer, prepare_one
+from ragline.isolation import build_parser
+from ragline.pipeline import Outcome, ParseFn, StageTimer, prepare_one
 from ragline.types import Connector
 
 DEFAULT_BATCH_DOCS = 32
@@ -28,7 +29,7 @@ DEFAULT_BATCH_DOCS = 32
 
 @dataclass(frozen=True)
 class ModelRecipe:
-    """What a worker needs to build the embedder and chunker the driver uses (hashable: the cache key)."""
+    """What a worker needs to build the embedder, chunker and parser the driver uses (hashable: the cache key)."""
 
     model_path: str | None
     model_window: int
@@ -37,6 +38,9 @@ class ModelRecipe:
     overlap_tokens: int
     embed_backend: str = "torch"
     anchored_chunks: bool = True
+    parse_isolation: bool = True
+    parse_timeout_seconds: float = 120.0
+    parse_memory_mb: int = 2048
 
     @classmethod
     def from_settings(cls, settings: Any) -> ModelRecipe:
@@ -48,6 +52,9 @@ class ModelRecipe:
             overlap_tokens=settings.overlap_tokens,
             embed_backend=settings.embed_backend,
             anchored_chunks=settings.anchored_chunks,
+            parse_isolation=settings.parse_isolation,
+            parse_timeout_seconds=settings.parse_timeout_seconds,
+            parse_memory_mb=settings.parse_memory_mb,
         )
 
 
@@ -98,6 +105,7 @@ class ConnectorRecipe:
 _LOCK = threading.Lock()
 _MODELS: dict[ModelRecipe, tuple[Any, Any]] = {}
 _CONNECTORS: dict[ConnectorRecipe, Connector] = {}
+_PARSERS: dict[ModelRecipe, ParseFn] = {}
 _STATS = {"model_loads": 0, "batches": 0, "documents": 0}
 
 
@@ -121,6 +129,14 @@ def _model(recipe: ModelRecipe) -> tuple[Any, Any]:
         return _MODELS[recipe]
 
 
+def _parser(recipe: ModelRecipe) -> ParseFn:
+    """One parse worker per Dask worker process, kept for every batch (the worker stops at exit)."""
+    with _LOCK:
+        if recipe not in _PARSERS:
+            _PARSERS[recipe] = build_parser(recipe)
+        return _PARSERS[recipe]
+
+
 def _connector(recipe: ConnectorRecipe) -> Connector:
     with _LOCK:
         if recipe not in _CONNECTORS:
@@ -133,9 +149,10 @@ def prepare_batch(connector: ConnectorRecipe, model: ModelRecipe, batch: list[Pe
     """Runs on a worker: the outcomes of one batch, prepared documents embedded in one call
     (the embedder sorts by length), and the worker's stage seconds."""
     embedder, chunker = _model(model)
+    parse = _parser(model)
     source = _connector(connector)
     timer = StageTimer()
-    outcomes = [prepare_one(source, chunker, pending, force=force, timer=timer) for pending in batch]
+    outcomes = [prepare_one(source, chunker, pending, force=force, timer=timer, parse=parse) for pending in batch]
     prepared = [o for o in outcomes if o.document is not None]
     texts = [c.text for o in prepared for c in o.document.chunks]
     if texts:

@@ -78,7 +78,7 @@ def sync_source_task(source: str, folder: str | None, config: str | None, data_d
             ))
         report = sync_source(
             connector, store=components.store, ledger=components.ledger, embedder=components.embedder,
-            chunker=components.chunker,
+            chunker=components.chunker, parse=components.parse,
             options=SyncOptions(max_delete_share=settings.max_delete_share, flush_chunks=settings.flush_chunks,
                                 **options),
             preparer=preparer,

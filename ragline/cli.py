@@ -27,13 +27,22 @@ enforce_offline()
 
 from embedders.openai_compatible import EmbeddingError  # noqa: E402
 from query.search import parse_filters, search  # noqa: E402
-from ragline.components import configured_sources, connectors_for, open_components  # noqa: E402
+from ragline.components import (  # noqa: E402
+    configured_sources,
+    connectors_for,
+    ledger_location,
+    open_components,
+    open_ledger,
+    store_location,
+)
 from ragline.sources import build_connector, describe  # noqa: E402
 from ragline.config import Settings  # noqa: E402
-from ragline.errors import MassDeleteRefused, RaglineError, SourceBusy, SourceError  # noqa: E402
+from ragline.errors import MassDeleteRefused, RaglineError, SourceBusy, SourceError, first_line  # noqa: E402
 from ragline.pipeline import RunReport, SyncOptions, sync_source  # noqa: E402
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Incremental document ingestion into Qdrant.")
+# No local variables in tracebacks: a frame's locals can hold a token, a key or a database URL with its password.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="Incremental document ingestion into Qdrant.")
 out = Console()
 err = Console(stderr=True)
 
@@ -73,6 +82,31 @@ def _fail(message: str, as_json: bool, code: int = EXIT_NOTHING_DONE) -> typer.E
         err.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code)
 
+
+def _failed_part(exc: BaseException, settings: Settings | None) -> str | None:
+    """Which part failed, named for the person who must bring it back: the vector store or the ledger,
+    told by the deepest frame of the traceback that is in one of them (or by the client library's error type)."""
+    if settings is None:
+        return None
+    part = None
+    tb = exc.__traceback__
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if module.startswith("stores."):
+            part = "store"
+        elif module == "ragline.ledger":
+            part = "ledger"
+        tb = tb.tb_next
+    module = type(exc).__module__
+    if module.startswith("qdrant_client"):
+        part = "store"
+    elif module.startswith("sqlalchemy") and part is None:
+        part = "ledger"
+    if part == "store":
+        return store_location(settings)
+    if part == "ledger":
+        return f"the ledger database ({ledger_location(settings)})"
+    return None
 
 class _RichProgress:
     def __init__(self, progress: Progress):
@@ -147,6 +181,7 @@ def ingest(
 
 def _run_syncs(make_options, setting_overrides: dict[str, Any], scope: dict[str, Any], as_json: bool) -> None:
     """Sync each source in `scope` in turn; print the reports; exit with the documented code."""
+    settings: Settings | None = None
     try:
         settings = _settings(**setting_overrides)
         options = make_options(settings)
@@ -160,6 +195,7 @@ def _run_syncs(make_options, setting_overrides: dict[str, Any], scope: dict[str,
                     try:
                         reports.append(sync_source(connector, store=components.store, ledger=components.ledger,
                                                    embedder=components.embedder, chunker=components.chunker,
+                                                   parse=components.parse,
                                                    options=options, progress=_RichProgress(bar)))
                     except MassDeleteRefused as exc:
                         refused.append(str(exc))
@@ -173,9 +209,10 @@ def _run_syncs(make_options, setting_overrides: dict[str, Any], scope: dict[str,
     except RaglineError as exc:
         raise _fail(str(exc), as_json) from None
     except Exception as exc:  # the store or ledger failed mid-run: report it plainly, lose nothing
+        failed_part = _failed_part(exc, settings)
         raise _fail(
-            f"ingest stopped: {type(exc).__name__}: {exc}. Documents finished before the error are indexed; "
-            "the next run resumes from there.",
+            f"ingest stopped: {failed_part + ' failed: ' if failed_part else ''}{type(exc).__name__}: "
+            f"{first_line(exc)}. Documents finished before the error are indexed; the next run resumes from there.",
             as_json,
             EXIT_RUN_ABORTED,
         ) from None
@@ -518,7 +555,6 @@ def audit_verify(
 ) -> None:
     """Check that no audit entry was edited, deleted or reordered. Exit 1 when one was."""
     from query.audit import AuditLog
-    from ragline.ledger import Ledger
 
     try:
         settings = _settings(data_dir=data_dir)
@@ -528,7 +564,7 @@ def audit_verify(
             if not sep or not seq.isdigit():
                 raise RaglineError(f"--expect-head {expect_head!r} is not of the form SEQ:HASH")
             anchor = (int(seq), digest)
-        ledger = Ledger(settings.resolved_ledger_url)  # its connection settings (SQLite's busy timeout) apply here too
+        ledger = open_ledger(settings)  # its connection settings (SQLite's busy timeout) apply here too
         try:
             report = AuditLog(ledger.engine).verify(expect_head=anchor)
         finally:

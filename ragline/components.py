@@ -6,6 +6,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from chunkers.token_chunker import TokenChunker
 from connectors.local import LocalFolderConnector
@@ -13,8 +17,10 @@ from embedders.openai_compatible import OpenAICompatibleEmbedder
 from embedders.sentence_transformer import SentenceTransformerEmbedder
 from ragline import parsers
 from ragline.config import Settings
-from ragline.errors import ConfigError
+from ragline.errors import ConfigError, first_line
+from ragline.isolation import parser_for
 from ragline.ledger import Ledger
+from ragline.pipeline import ParseFn
 from ragline.sources import DEFAULT_CONFIG, SourceConfig, build_connector, load_sources
 from ragline.types import Connector, Embedder
 from stores.base import VectorStore
@@ -29,6 +35,7 @@ class Components:
     ledger: Ledger
     embedder: Embedder
     chunker: TokenChunker
+    parse: ParseFn  # in a worker process with a timeout and memory cap, unless RAGLINE_PARSE_ISOLATION=false
 
 
 def build_embedder(settings: Settings) -> Embedder:
@@ -106,10 +113,42 @@ def chunking_of_collection(settings: Settings, store: VectorStore) -> Settings:
     )
 
 
+def ledger_location(settings: Settings) -> str:
+    """The ledger database as it may be shown: dialect, host, port and database, never a user or password."""
+    try:
+        url = make_url(settings.resolved_ledger_url)
+    except (ArgumentError, ValueError):
+        return "(the configured RAGLINE_LEDGER_URL, not shown: it is not a valid SQLAlchemy URL)"
+    port = f":{url.port}" if url.port else ""
+    return f"{url.drivername}://{url.host or ''}{port}/{url.database or ''}"
+
+
+def store_location(settings: Settings) -> str:
+    """The vector store as it may be shown: a Qdrant server's URL without credentials or query, or the folder."""
+    if settings.qdrant_url:
+        parts = urlsplit(settings.qdrant_url)
+        host = parts.hostname or ""
+        netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+        return f"the Qdrant server at {urlunsplit((parts.scheme, netloc, parts.path, '', ''))}"
+    return f"the embedded store at {settings.qdrant_path}"
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    """The ledger. A database that cannot be opened (wrong URL, server down, no such database, no
+    driver) is a ConfigError naming the database without its credentials, not a driver traceback."""
+    try:
+        return Ledger(settings.resolved_ledger_url)
+    except (SQLAlchemyError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot open the ledger database {ledger_location(settings)}: {type(exc).__name__}: {first_line(exc)} "
+            "(check RAGLINE_LEDGER_URL and that the database server is up)"
+        ) from None
+
+
 @contextmanager
 def open_storage(settings: Settings) -> Iterator[tuple[Ledger, VectorStore]]:
     """The ledger and the store, both closed on the way out, whatever fails."""
-    ledger = Ledger(settings.resolved_ledger_url)
+    ledger = open_ledger(settings)
     try:
         store = build_store(settings)
     except BaseException:
@@ -131,7 +170,9 @@ def open_components(settings: Settings) -> Iterator[Components]:
         settings = chunking_of_collection(settings, store)
         embedder = build_embedder(settings)
         chunker = build_chunker(settings, embedder)
-        yield Components(settings=settings, store=store, ledger=ledger, embedder=embedder, chunker=chunker)
+        with parser_for(settings) as parse:
+            yield Components(settings=settings, store=store, ledger=ledger, embedder=embedder, chunker=chunker,
+                             parse=parse)
 
 
 def local_connector(

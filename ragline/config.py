@@ -51,6 +51,20 @@ class Settings(BaseSettings):
     max_delete_share: float = Field(default=0.5, gt=0, le=1)
     max_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
 
+    # Parsing in a worker process (ragline/isolation.py), so that a file crafted to hang or to exhaust
+    # memory is cut off and reported as that file's failure while the run goes on.
+    parse_isolation: bool = Field(
+        default=True, description="parse in a separate worker process with the time and memory limits below"
+    )
+    parse_timeout_seconds: float = Field(
+        default=120, gt=0, description="a file still parsing after this many seconds fails (its worker is restarted)"
+    )
+    parse_memory_mb: int = Field(
+        default=2048,
+        ge=16,
+        description="MiB a parse may allocate in the worker beyond the parser libraries; a file needing more fails",
+    )
+
     # Embeddings from an OpenAI-compatible endpoint instead of the local model (embedders/openai_compatible.py).
     embed_base_url: str | None = Field(default=None, description="OpenAI-compatible base URL, e.g. https://host/v1")
     embed_model: str | None = Field(default=None, description="embedding model name at that endpoint")

@@ -60,3 +60,10 @@ class IndexMismatchError(RaglineError):
 
 class MassDeleteRefused(RaglineError):
     pass
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's own message, without what database drivers append (the SQL, its parameters, a link):
+    one line a person can read, and no document data dumped into a terminal or a log."""
+    line = (str(exc).strip().splitlines() or [""])[0]
+    return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -53,6 +53,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ragline.errors import ConfigError, SourceBusy
+from ragline.failpoints import failpoint
 from ragline.types import Deletion, DocRef
 
 BATCH_ROWS = 1000
@@ -537,6 +538,8 @@ class Ledger:
         with self.engine.begin() as conn:
             for start in range(0, len(rows), BATCH_ROWS):
                 conn.execute(stmt, rows[start : start + BATCH_ROWS])
+            if not only_if_absent:
+                failpoint("ledger.record.inside")  # sent, not committed
 
     def update_fingerprints(self, source: str, rows: Sequence[dict[str, str]]) -> None:
         """New fingerprints for documents whose bytes did not change (a touched file)."""

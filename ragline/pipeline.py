@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -30,9 +30,10 @@ import numpy as np
 from chunkers.token_chunker import TokenChunker
 from ragline import parsers
 from ragline.clean import strip_headers_footers
-from ragline.errors import DocumentError, MassDeleteRefused, ParseError
+from ragline.errors import DocumentError, MassDeleteRefused, ParseError, first_line
+from ragline.failpoints import failpoint
 from ragline.ledger import STATUS_FAILED, STATUS_INDEXED, Ledger, PendingDoc
-from ragline.types import Chunk, Connector, DocRef, Embedder, IncrementalConnector, RawDocument
+from ragline.types import Chunk, Connector, DocRef, Embedder, IncrementalConnector, ParsedDocument, RawDocument
 from stores.base import VectorStore
 from stores.qdrant import IndexSpec, Point, point_id, source_times
 
@@ -165,10 +166,14 @@ def index_spec(embedder: Embedder, chunker: TokenChunker) -> IndexSpec:
     )
 
 
-def prepare_document(raw: RawDocument, chunker: TokenChunker, pending: PendingDoc, timer: StageTimer) -> PreparedDocument:
+ParseFn = Callable[[str, bytes], ParsedDocument]  # parsers.parse, or ragline.isolation's worker around it
+
+
+def prepare_document(raw: RawDocument, chunker: TokenChunker, pending: PendingDoc, timer: StageTimer, *,
+                     parse: ParseFn = parsers.parse) -> PreparedDocument:
     """Parse, strip repeated headers/footers and chunk one document. Raises DocumentError."""
     with timer.stage("parse"):
-        parsed = parsers.parse(raw.filename, raw.data)
+        parsed = parse(raw.filename, raw.data)
     with timer.stage("clean"):
         cleaned = strip_headers_footers(parsed)
     with timer.stage("chunk"):
@@ -209,14 +214,16 @@ class Preparer(Protocol):
 
 
 def prepare_one(connector: Connector, chunker: TokenChunker, pending: PendingDoc, *, force: bool,
-                timer: StageTimer) -> Outcome:
+                timer: StageTimer, parse: ParseFn = parsers.parse) -> Outcome:
     """Fetch one document, compare its content hash, and parse, clean and chunk it if it changed."""
     try:
+        failpoint("fetch.before")
         with timer.stage("fetch"):
             raw = connector.fetch(pending.ref)
+        failpoint("fetch.after")
         if raw.content_hash == pending.known_version and not force:
             return Outcome(pending, touched=True)  # same bytes, new mtime
-        return Outcome(pending, document=prepare_document(raw, chunker, pending, timer))
+        return Outcome(pending, document=prepare_document(raw, chunker, pending, timer, parse=parse))
     except DocumentError as error:
         return Outcome(pending, failure=error.reason)
 
@@ -224,12 +231,12 @@ def prepare_one(connector: Connector, chunker: TokenChunker, pending: PendingDoc
 class InProcessPreparer:
     """The default: prepares in this process, one document at a time; the write path embeds."""
 
-    def __init__(self, connector: Connector, chunker: TokenChunker):
-        self.connector, self.chunker = connector, chunker
+    def __init__(self, connector: Connector, chunker: TokenChunker, parse: ParseFn = parsers.parse):
+        self.connector, self.chunker, self.parse = connector, chunker, parse
 
     def run(self, pending: Iterable[PendingDoc], *, force: bool, timer: StageTimer) -> Iterator[Outcome]:
         for doc in pending:
-            yield prepare_one(self.connector, self.chunker, doc, force=force, timer=timer)
+            yield prepare_one(self.connector, self.chunker, doc, force=force, timer=timer, parse=self.parse)
 
 
 def _doc_type(filename: str) -> str | None:
@@ -313,6 +320,7 @@ class _Indexer:
         source = self.report.source
         with self.timer.stage("ledger"):
             self.ledger.mark_pending(source, [d.ref for d in docs if d.is_new], self.report.run_id)
+        failpoint("pending.marked")
         missing = [i for i, v in enumerate(given) if v is None]  # documents the preparer did not embed
         if missing:
             embedded = self._vectors_for([docs[i] for i in missing])
@@ -321,6 +329,7 @@ class _Indexer:
                 given[i] = embedded[row : row + len(docs[i].chunks)]
                 row += len(docs[i].chunks)
         vectors = np.concatenate(given)
+        failpoint("embed.after")
         ingested_at = datetime.now(UTC).isoformat()
         points: list[Point] = []
         row = 0
@@ -334,12 +343,15 @@ class _Indexer:
                     )
                 )
                 row += 1
+        failpoint("upsert.before")
         with self.timer.stage("upsert"):
             self.store.upsert(points)
+        failpoint("upsert.after")
         with self.timer.stage("delete"):
             for doc in docs:
                 if not doc.is_new:
                     self.store.delete_other_versions(source, doc.ref.doc_id, doc.version)
+        failpoint("versions.deleted")
         with self.timer.stage("ledger"):
             self.ledger.record_documents(
                 [
@@ -358,6 +370,7 @@ class _Indexer:
                     for d in docs
                 ]
             )
+        failpoint("ledger.recorded")
         return_freed_memory()
         for doc in docs:
             action = "added" if doc.first_version else "updated"
@@ -408,6 +421,7 @@ def _record_failure(ledger: Ledger, report: RunReport, pending: PendingDoc, erro
             }
         ]
     )
+    failpoint("failure.recorded")
     report.failures.append(Failure(doc_id=ref.doc_id, uri=ref.uri, reason=error.reason))
     log.warning("failed %s: %s", ref.doc_id, error.reason)
 
@@ -455,6 +469,7 @@ def sync_source(
     options: SyncOptions = SyncOptions(),
     progress: Progress | None = None,
     preparer: Preparer | None = None,
+    parse: ParseFn = parsers.parse,
 ) -> RunReport:
     """Bring the index in line with the source's complete listing; returns the run report.
 
@@ -463,11 +478,13 @@ def sync_source(
     run of the source holds its lock past `options.lock_wait_seconds`.
 
     `preparer` does the fetching, parsing, chunking (and maybe embedding) of pending documents,
-    e.g. on a Dask cluster; by default it happens here. Only this process writes to the store and ledger.
+    e.g. on a Dask cluster; by default it happens here, parsing with `parse` (the CLI and flows pass
+    ragline.isolation's worker process, with its timeout and memory cap). Only this process writes to
+    the store and ledger.
     """
     with ledger.source_lock(connector.name, wait_seconds=options.lock_wait_seconds):
         return _sync_locked(connector, store=store, ledger=ledger, embedder=embedder, chunker=chunker,
-                            options=options, progress=progress, preparer=preparer)
+                            options=options, progress=progress, preparer=preparer or InProcessPreparer(connector, chunker, parse))
 
 
 def _sync_locked(
@@ -479,7 +496,7 @@ def _sync_locked(
     chunker: TokenChunker,
     options: SyncOptions,
     progress: Progress | None,
-    preparer: Preparer | None = None,
+    preparer: Preparer,
 ) -> RunReport:
     progress = progress or NoProgress()
     started = time.perf_counter()
@@ -495,8 +512,10 @@ def _sync_locked(
 
     report = RunReport(source=source, run_id=ledger.begin_run(source, dry_run=options.dry_run), dry_run=options.dry_run)
     try:
+        failpoint("sync.locked")
         with timer.stage("list"):
             complete, next_cursor = _load_listing(connector, ledger, report, options)
+        failpoint("listing.loaded")
         report.skipped = [{"doc_id": p, "reason": r} for p, r in getattr(connector, "skipped", [])]
         counts = ledger.plan_counts(source, report.run_id, complete=complete, **options.work())
         report.unchanged = counts.unchanged
@@ -526,7 +545,6 @@ def _sync_locked(
         indexer = _Indexer(store=store, ledger=ledger, embedder=embedder, report=report, timer=timer,
                            progress=progress, flush_chunks=options.flush_chunks)
         touched: list[dict[str, Any]] = []
-        preparer = preparer or InProcessPreparer(connector, chunker)
         pendings = ledger.iter_pending(source, report.run_id, **options.work())
         for outcome in preparer.run(pendings, force=options.force, timer=timer):
             pending = outcome.pending
@@ -551,33 +569,42 @@ def _sync_locked(
         indexer.flush()
         with timer.stage("ledger"):
             ledger.update_fingerprints(source, touched)
+        failpoint("fingerprints.updated")
 
         for doc_ids in ledger.iter_gone(source, report.run_id, complete=complete):
+            failpoint("gone.before")
             with timer.stage("delete"):
                 store.delete_documents(source, doc_ids)
+            failpoint("gone.store_deleted")
             with timer.stage("ledger"):
                 ledger.delete_documents(source, doc_ids)
+            failpoint("gone.ledger_deleted")
             report.deleted += len(doc_ids)
             for doc_id in doc_ids:
                 progress.advance(doc_id, "deleted")
         if report.added or report.updated or report.deleted:
+            failpoint("optimize.before")
             with timer.stage("optimize"):  # the embedded engine builds its search index here
                 store.optimize()
+            failpoint("optimize.after")
         if next_cursor is not None:
+            failpoint("cursor.before")
             ledger.set_cursor(source, next_cursor, report.run_id)
             report.cursor = next_cursor
+            failpoint("cursor.after")
         report.status = "failed" if report.failures else "ok"
         return report
     except MassDeleteRefused:
         raise
     except Exception as exc:
         report.status = "error"
-        report.message = f"{type(exc).__name__}: {exc}"
+        report.message = f"{type(exc).__name__}: {first_line(exc)}"  # not the SQL and parameters drivers append
         raise
     finally:
         report.seconds = round(time.perf_counter() - started, 3)
         report.timings = {k: round(v, 3) for k, v in timer.seconds.items()}
         try:
+            failpoint("run.finishing")
             ledger.finish_run(
                 report.run_id,
                 status=report.status,

@@ -51,6 +51,7 @@ from ragline.components import (
 )
 from ragline.config import Settings
 from ragline.errors import ConfigError, RaglineError
+from ragline.isolation import parser_for
 from ragline.ledger import STATUS_FAILED, STATUS_INDEXED, Ledger
 from ragline.pipeline import Progress, RunReport, SyncOptions, index_spec, sync_source
 from ragline.sources import build_connector
@@ -237,17 +238,18 @@ class _timed:
 
 def _rebuild(connectors, new_store, scratch, embedder, chunker, settings, progress, report) -> None:
     options = SyncOptions(full_listing=True, allow_mass_delete=True, flush_chunks=settings.flush_chunks)
-    for connector in connectors:
-        try:
-            run = sync_source(connector, store=new_store, ledger=scratch, embedder=embedder, chunker=chunker,
-                              options=options, progress=progress)
-        except Exception as exc:
-            raise ReindexFailed(
-                f"re-index of {report.alias!r} failed while rebuilding source {connector.name!r}: "
-                f"{type(exc).__name__}: {exc}. The live index and ledger are unchanged; the new collection "
-                f"{report.new_collection!r} was deleted."
-            ) from exc
-        report.runs.append(run)
+    with parser_for(settings) as parse:
+        for connector in connectors:
+            try:
+                run = sync_source(connector, store=new_store, ledger=scratch, embedder=embedder, chunker=chunker,
+                                  options=options, progress=progress, parse=parse)
+            except Exception as exc:
+                raise ReindexFailed(
+                    f"re-index of {report.alias!r} failed while rebuilding source {connector.name!r}: "
+                    f"{type(exc).__name__}: {exc}. The live index and ledger are unchanged; the new collection "
+                    f"{report.new_collection!r} was deleted."
+                ) from exc
+            report.runs.append(run)
 
 
 def _check(new_store, scratch, ledger, names, spec, embedder, sample_queries, report) -> None:

@@ -37,6 +37,7 @@ import qdrant_edge as edge
 from qdrant_client import models
 
 from ragline.errors import ConfigError
+from ragline.failpoints import failpoint
 from ragline.types import Hit
 from stores.qdrant import (
     FLOAT_INDEXED_FIELDS,
@@ -341,6 +342,8 @@ class EdgeStore:
         name = self._require_name()
         shard = self._folder.shard(name)
         for start in range(0, len(points), UPSERT_BATCH):
+            if start:
+                failpoint("upsert.inside")
             batch = points[start : start + UPSERT_BATCH]
             shard.update(edge.UpdateOperation.upsert_points(
                 [edge.Point(p.id, np.asarray(p.vector, dtype=np.float32).tolist(), p.payload) for p in batch]

@@ -47,6 +47,7 @@ from pydantic import (
 from qdrant_client import QdrantClient, models
 
 from ragline.errors import ConfigError, IndexMismatchError
+from ragline.failpoints import failpoint
 from ragline.types import Hit
 
 POINT_NAMESPACE = uuid.UUID("6f1d7f0e-4c1b-5f5e-9a57-2b8e4f3c9d10")
@@ -481,6 +482,8 @@ class QdrantStore:
 
     def upsert(self, points: Sequence[Point]) -> None:
         for start in range(0, len(points), UPSERT_BATCH):
+            if start:
+                failpoint("upsert.inside")
             batch = points[start : start + UPSERT_BATCH]
             self.client.upsert(
                 self.collection,
