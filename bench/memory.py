@@ -5,7 +5,8 @@
     python bench/memory.py /tmp/bench1k /tmp/bench10k [--env RAGLINE_EMBED_BACKEND=int8]
 
 Each corpus is ingested into an empty data dir by a fresh `ragline ingest` process (embedded
-default store, SQLite ledger); a sampler reads the process's memory every 0.2 s:
+default store, SQLite ledger); a sampler reads the memory of the process and its children (the parse
+worker) every 0.2 s, summed:
   - rss: resident set, what the target is stated in; it includes file pages the process has
     mapped and touched (the embedded store's segment files, the model's weights), which the
     kernel can drop under pressure;
@@ -46,11 +47,16 @@ def ingest_with_sampling(corpus: Path, data: Path, env: dict[str, str], progress
         last_note = 0.0
         while not done.is_set():
             try:
-                info = process.memory_info()
+                infos = [process.memory_info()]
             except psutil.Error:
                 return
-            peak["rss"] = max(peak["rss"], info.rss)
-            peak["private"] = max(peak["private"], info.rss - info.shared)
+            for child in process.children(recursive=True):  # the parse worker (ragline.isolation)
+                try:
+                    infos.append(child.memory_info())
+                except psutil.Error:
+                    pass
+            peak["rss"] = max(peak["rss"], sum(i.rss for i in infos))
+            peak["private"] = max(peak["private"], sum(i.rss - i.shared for i in infos))
             if progress is not None and time.monotonic() - last_note > 10:  # readable while a long run goes on
                 last_note = time.monotonic()
                 progress.write_text(json.dumps({"corpus": str(corpus), "seconds": round(time.perf_counter() - started),
