@@ -482,9 +482,10 @@ def sync_source(
     ragline.isolation's worker process, with its timeout and memory cap). Only this process writes to
     the store and ledger.
     """
+    preparer = preparer or InProcessPreparer(connector, chunker, parse)
     with ledger.source_lock(connector.name, wait_seconds=options.lock_wait_seconds):
         return _sync_locked(connector, store=store, ledger=ledger, embedder=embedder, chunker=chunker,
-                            options=options, progress=progress, preparer=preparer or InProcessPreparer(connector, chunker, parse))
+                            options=options, progress=progress, preparer=preparer)
 
 
 def _sync_locked(
