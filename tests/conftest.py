@@ -91,3 +91,15 @@ def redis_url():
     finally:
         client.close()
     return REDIS_TEST_URL
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    """moto's real S3 HTTP server on a free loopback port, one per test module."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

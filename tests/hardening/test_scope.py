@@ -12,7 +12,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 from typer.testing import CliRunner
 
 from connectors.hubspot import HubSpotConnector
@@ -111,15 +110,6 @@ def test_the_share_can_be_set_through_the_environment(tmp_path):
 
 
 # -- S3 with a wrong prefix ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def test_s3_listing_under_a_wrong_prefix_deletes_nothing(tmp_path, moto_endpoint, embedder, chunker):

@@ -127,17 +127,6 @@ def test_sql_cursor_lists_only_changes(tmp_path, postgres_server_url, monkeypatc
     engine.dispose()
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 def test_s3_source_end_to_end(tmp_path, moto_endpoint, monkeypatch):
     import boto3
 
