@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -330,19 +331,26 @@ def drop_sql_database(url: str) -> None:
     admin.dispose()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_sql_connector_binds_hostile_values(tmp_path, backend):
-    url = sql_url(tmp_path, backend)
+ORDERS_START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def hostile_orders(url: str, body: Callable[[int, str], str], step: timedelta) -> tuple[sa.Engine, sa.Table]:
+    """An `orders` table whose ids are the HOSTILE values, one row each, `step` apart from 2026-01-01."""
     engine = sa.create_engine(url)
     meta = sa.MetaData()
     orders = sa.Table("orders", meta, sa.Column("id", sa.Text, primary_key=True), sa.Column("body", sa.Text),
                       sa.Column("updated_at", sa.DateTime(timezone=True)))
     meta.create_all(engine)
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    rows = [{"id": value, "body": f"Order body {value}", "updated_at": now + timedelta(minutes=i)}
-            for i, value in enumerate(HOSTILE)]
     with engine.begin() as conn:
-        conn.execute(orders.insert(), rows)
+        conn.execute(orders.insert(), [{"id": v, "body": body(i, v), "updated_at": ORDERS_START + step * i}
+                                       for i, v in enumerate(HOSTILE)])
+    return engine, orders
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_sql_connector_binds_hostile_values(tmp_path, backend):
+    url = sql_url(tmp_path, backend)
+    engine, orders = hostile_orders(url, lambda i, v: f"Order body {v}", timedelta(minutes=1))
 
     statements: list[tuple[str, object]] = []
     connector = SqlConnector("orders", url=url, table="orders", id_columns=["id"], text_template="{body}",
@@ -361,7 +369,7 @@ def test_sql_connector_binds_hostile_values(tmp_path, backend):
         # Hostile cursors: a text cursor and a datetime one, as stored in the ledger.
         # A text cursor against a timestamp column is refused by PostgreSQL as a type error of the bound
         # parameter (a clean SourceError); SQLite compares it as text. Either way it is a value, not SQL.
-        for cursor in (encode_cursor(HOSTILE[0]), encode_cursor(now)):
+        for cursor in (encode_cursor(HOSTILE[0]), encode_cursor(ORDERS_START)):
             try:
                 changes = connector.list_changes(cursor)
                 list(changes.changes)
@@ -421,15 +429,7 @@ def test_sql_connector_builds_no_sql_text_from_runtime_values():
 def test_sql_window_backfill_with_hostile_ids_deletes_nothing(tmp_path, embedder, chunker, backend):
     """A windowed backfill over a table with hostile ids re-ingests only its window and drops no table."""
     url = sql_url(tmp_path, backend)
-    engine = sa.create_engine(url)
-    meta = sa.MetaData()
-    orders = sa.Table("orders", meta, sa.Column("id", sa.Text, primary_key=True), sa.Column("body", sa.Text),
-                      sa.Column("updated_at", sa.DateTime(timezone=True)))
-    meta.create_all(engine)
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    with engine.begin() as conn:
-        conn.execute(orders.insert(), [{"id": v, "body": f"Order {i} ships trail runners.", "updated_at": start + timedelta(days=i)}
-                                       for i, v in enumerate(HOSTILE)])
+    engine, orders = hostile_orders(url, lambda i, v: f"Order {i} ships trail runners.", timedelta(days=1))
     ledger, store = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}"), EdgeStore(path=tmp_path / "qdrant")
     try:
         def run(**options):
@@ -445,7 +445,7 @@ def test_sql_window_backfill_with_hostile_ids_deletes_nothing(tmp_path, embedder
         cursor = ledger.cursor("orders")
         with engine.begin() as conn:
             conn.execute(orders.delete().where(orders.c.id == HOSTILE[0]))  # gone, but outside the window
-        window = run(force=True, window=(start + timedelta(days=2), start + timedelta(days=4)))
+        window = run(force=True, window=(ORDERS_START + timedelta(days=2), ORDERS_START + timedelta(days=4)))
         assert (window.listing, window.updated, window.deleted) == ("window", 2, 0)
         assert ledger.cursor("orders") == cursor
         assert store.count({"source": "orders"}) >= len(HOSTILE)
