@@ -2,7 +2,7 @@
 
 Human output goes to the terminal (progress on stderr); `--json` prints exactly one JSON
 object on stdout instead. Exit codes: 0 done, 1 some documents failed, 2 nothing done
-(bad arguments, refused run, unusable store), 3 the run stopped part-way (store or ledger error).
+(bad arguments, refused run, unusable store), 3 the run stopped part-way (store or ledger error, a lost source lock).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -37,7 +38,7 @@ from ragline.components import (  # noqa: E402
 )
 from ragline.sources import build_connector, describe  # noqa: E402
 from ragline.config import Settings  # noqa: E402
-from ragline.errors import MassDeleteRefused, RaglineError, SourceBusy, SourceError, first_line  # noqa: E402
+from ragline.errors import LockLost, MassDeleteRefused, RaglineError, SourceBusy, SourceError, first_line  # noqa: E402
 from ragline.pipeline import RunReport, SyncOptions, sync_source  # noqa: E402
 
 # No local variables in tracebacks: a frame's locals can hold a token, a key or a database URL with its password.
@@ -75,10 +76,14 @@ def _settings(**overrides: Any) -> Settings:
         raise RaglineError(f"invalid settings: {problems}") from None
 
 
-def _fail(message: str, as_json: bool, code: int = EXIT_NOTHING_DONE) -> typer.Exit:
+def _fail(message: str, as_json: bool, code: int = EXIT_NOTHING_DONE,
+          finished: Sequence[RunReport] = ()) -> typer.Exit:
+    """Print the error (after the reports of the sources that finished before it) and the exit to raise."""
     if as_json:
-        print(json.dumps({"error": message}))
+        print(json.dumps({"error": message, **({"runs": [r.to_dict() for r in finished]} if finished else {})}))
     else:
+        for report in finished:
+            _print_report(report)
         err.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code)
 
@@ -182,10 +187,10 @@ def ingest(
 def _run_syncs(make_options, setting_overrides: dict[str, Any], scope: dict[str, Any], as_json: bool) -> None:
     """Sync each source in `scope` in turn; print the reports; exit with the documented code."""
     settings: Settings | None = None
+    reports: list[RunReport] = []
     try:
         settings = _settings(**setting_overrides)
         options = make_options(settings)
-        reports: list[RunReport] = []
         refused: list[str] = []
         source_errors: list[str] = []
         with open_components(settings) as components:
@@ -205,9 +210,11 @@ def _run_syncs(make_options, setting_overrides: dict[str, Any], scope: dict[str,
                         getattr(connector, "close", lambda: None)()
     except EmbeddingError as exc:  # the embedding endpoint failed mid-run: like a store failure, nothing is lost
         raise _fail(f"ingest stopped: {exc}. Documents finished before the error are indexed; "
-                    "the next run resumes from there.", as_json, EXIT_RUN_ABORTED) from None
+                    "the next run resumes from there.", as_json, EXIT_RUN_ABORTED, reports) from None
+    except LockLost as exc:  # its message says what was kept and that the next run finishes
+        raise _fail(f"ingest stopped: {exc}", as_json, EXIT_RUN_ABORTED, reports) from None
     except RaglineError as exc:
-        raise _fail(str(exc), as_json) from None
+        raise _fail(str(exc), as_json, finished=reports) from None
     except Exception as exc:  # the store or ledger failed mid-run: report it plainly, lose nothing
         failed_part = _failed_part(exc, settings)
         raise _fail(
@@ -215,6 +222,7 @@ def _run_syncs(make_options, setting_overrides: dict[str, Any], scope: dict[str,
             f"{first_line(exc)}. Documents finished before the error are indexed; the next run resumes from there.",
             as_json,
             EXIT_RUN_ABORTED,
+            reports,
         ) from None
 
     failed = any(r.failures for r in reports)

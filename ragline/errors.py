@@ -8,6 +8,8 @@
     │   ├── FetchError         the bytes could not be read
     │   └── ParseError         the bytes are not a readable document of their format
     ├── SourceBusy             another run of the same source holds its lock
+    ├── LockLost               a run's source lock ended under it (its database session died);
+    │                          the run stops before its next write, the next run finishes the job
     ├── IndexMismatchError     the collection was built by another model or chunking
     └── MassDeleteRefused      a run would delete more than the allowed share of a source
 
@@ -52,6 +54,10 @@ class ParseError(DocumentError):
 
 class SourceBusy(RaglineError):
     """Two runs of one source never overlap: the second one gets this instead of the lock."""
+
+
+class LockLost(RaglineError):
+    """The source lock a run holds was lost mid-run; writing on could overlap another run."""
 
 
 class IndexMismatchError(RaglineError):

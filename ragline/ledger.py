@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,7 +28,9 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
+    Connection,
     DateTime,
     Engine,
     Float,
@@ -38,6 +41,8 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
+    cast,
+    column,
     create_engine,
     delete,
     event,
@@ -47,16 +52,20 @@ from sqlalchemy import (
     inspect,
     or_,
     select,
+    table,
     true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
-from ragline.errors import ConfigError, SourceBusy
+from ragline.errors import ConfigError, LockLost, SourceBusy
 from ragline.failpoints import failpoint
 from ragline.types import Deletion, DocRef
 
 BATCH_ROWS = 1000
+
+log = logging.getLogger(__name__)
 
 STATUS_PENDING = "pending"  # chunks may be in the store, the document is not finished
 STATUS_INDEXED = "indexed"
@@ -107,6 +116,9 @@ runs_table = Table(
     Column("seconds", Float, nullable=True),
     Column("report", JSON, nullable=True),
 )
+
+# PostgreSQL's view of held locks, read to check a source lock is still held (not part of `metadata`)
+_pg_locks = table("pg_locks", *(column(name) for name in ("locktype", "granted", "pid", "classid", "objid", "objsubid")))
 
 listing_table = Table(
     "listing",
@@ -185,6 +197,8 @@ class Ledger:
             raise ConfigError(f"unsupported ledger database: {self.engine.dialect.name} (use SQLite or PostgreSQL)")
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        # source -> (backend pid, lock key) of each PostgreSQL source lock this ledger holds
+        self._held_locks: dict[str, tuple[int, int]] = {}
         self._drop_outdated_listing()
         metadata.create_all(self.engine)
 
@@ -203,7 +217,12 @@ class Ledger:
     def source_lock(self, source: str, *, wait_seconds: float = 0.0) -> Iterator[None]:
         """Hold the source's lock for a run. The lock dies with the process that holds it
         (a PostgreSQL advisory lock on its own connection, or an flock on a file beside the
-        SQLite database), so a crashed run never blocks the next one."""
+        SQLite database), so a crashed run never blocks the next one.
+
+        On PostgreSQL the lock also dies with its session (a restart, an idle timeout, an
+        administrator's pg_terminate_backend), and another run may then take it. Every write
+        of a locked source is therefore fenced: it checks, in its own transaction, that the
+        lock's session still holds the lock, and raises LockLost otherwise (`check_lock`)."""
         deadline = time.monotonic() + wait_seconds
         key = int.from_bytes(hashlib.sha256(source.encode()).digest()[:8], "big", signed=True)
         if self.engine.dialect.name == "postgresql":
@@ -211,10 +230,15 @@ class Ledger:
             try:
                 while not conn.execute(select(func.pg_try_advisory_lock(key))).scalar_one():
                     self._wait_or_refuse(source, deadline)
+                self._held_locks[source] = (conn.execute(select(func.pg_backend_pid())).scalar_one(), key)
                 try:
                     yield
                 finally:
-                    conn.execute(select(func.pg_advisory_unlock(key)))
+                    self._held_locks.pop(source, None)
+                    try:
+                        conn.execute(select(func.pg_advisory_unlock(key)))
+                    except DBAPIError:  # the session is gone, and the lock with it: nothing to release
+                        log.warning("the lock of source %r had already ended with its database session", source)
             finally:
                 conn.close()
             return
@@ -230,6 +254,35 @@ class Ledger:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def check_lock(self, source: str, conn: Connection | None = None) -> None:
+        """Raise LockLost if this ledger took the source's PostgreSQL lock and its session no
+        longer holds it. Called inside each write transaction of a locked source (and by the
+        pipeline before it writes to the store), so a run whose lock was lost stops at its next
+        write instead of writing beside the run that took the lock over. A source this ledger
+        did not lock (SQLite: an flock cannot be lost) is not checked."""
+        held = self._held_locks.get(source)
+        if held is None:
+            return
+        pid, key = held
+        query = select(func.count()).select_from(_pg_locks).where(
+            _pg_locks.c.locktype == "advisory",
+            _pg_locks.c.granted.is_(True),
+            _pg_locks.c.pid == pid,
+            cast(_pg_locks.c.classid, BigInteger) == (key >> 32) & 0xFFFFFFFF,  # a bigint key is two oids
+            cast(_pg_locks.c.objid, BigInteger) == key & 0xFFFFFFFF,
+            _pg_locks.c.objsubid == 1,
+        )
+        if conn is not None:
+            held_now = conn.execute(query).scalar_one()
+        else:
+            with self.engine.connect() as own:
+                held_now = own.execute(query).scalar_one()
+        if not held_now:
+            raise LockLost(
+                f"source {source!r}: the run lost its lock (its database session ended) and stopped before "
+                "writing more; documents finished before are indexed, and the next run finishes the job"
+            )
 
     def _wait_or_refuse(self, source: str, deadline: float) -> None:
         if time.monotonic() >= deadline:
@@ -470,6 +523,7 @@ class Ledger:
         stmt = _dialect_insert(self.engine, cursors_table)
         values = {"source": source, "cursor": cursor, "run_id": run_id, "updated_at": _now()}
         with self.engine.begin() as conn:
+            self.check_lock(source, conn)
             conn.execute(
                 stmt.values(**values).on_conflict_do_update(
                     index_elements=[cursors_table.c.source],
@@ -517,14 +571,16 @@ class Ledger:
             }
             for r in refs
         ]
-        self._upsert_documents(rows, only_if_absent=True)
+        self._upsert_documents(source, rows, only_if_absent=True)
 
     def record_documents(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Write final document rows (indexed or failed) in one transaction."""
-        if rows:
-            self._upsert_documents([{**r, "updated_at": _now()} for r in rows], only_if_absent=False)
+        """Write final document rows (indexed or failed), one transaction per source."""
+        for source in sorted({r["source"] for r in rows}):
+            self._upsert_documents(
+                source, [{**r, "updated_at": _now()} for r in rows if r["source"] == source], only_if_absent=False
+            )
 
-    def _upsert_documents(self, rows: list[dict[str, Any]], *, only_if_absent: bool) -> None:
+    def _upsert_documents(self, source: str, rows: list[dict[str, Any]], *, only_if_absent: bool) -> None:
         table = documents_table
         stmt = _dialect_insert(self.engine, table)
         keys = [table.c.source, table.c.doc_id]
@@ -536,6 +592,7 @@ class Ledger:
                 set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in ("source", "doc_id")},
             )
         with self.engine.begin() as conn:
+            self.check_lock(source, conn)
             for start in range(0, len(rows), BATCH_ROWS):
                 conn.execute(stmt, rows[start : start + BATCH_ROWS])
             if not only_if_absent:
@@ -552,6 +609,7 @@ class Ledger:
             .values(fingerprint=bindparam("b_fingerprint"), updated_at=_now())
         )
         with self.engine.begin() as conn:
+            self.check_lock(source, conn)
             for start in range(0, len(rows), BATCH_ROWS):
                 conn.execute(
                     stmt,
@@ -562,6 +620,7 @@ class Ledger:
         if not doc_ids:
             return
         with self.engine.begin() as conn:
+            self.check_lock(source, conn)
             conn.execute(
                 delete(documents_table).where(
                     documents_table.c.source == source, documents_table.c.doc_id.in_(list(doc_ids))
@@ -653,6 +712,8 @@ class Ledger:
             raise ValueError(f"rows of sources outside {names}: {sorted(stray)}")
         documents = [{**r, "run_id": None} for r in state["documents"]]
         with self.engine.begin() as conn:
+            for name in names:
+                self.check_lock(name, conn)
             conn.execute(delete(documents_table).where(documents_table.c.source.in_(names)))
             conn.execute(delete(cursors_table).where(cursors_table.c.source.in_(names)))
             for start in range(0, len(documents), BATCH_ROWS):

@@ -345,6 +345,7 @@ class _Indexer:
                 row += 1
         failpoint("upsert.before")
         with self.timer.stage("upsert"):
+            self.ledger.check_lock(source)  # a run whose lock was lost must not write beside its successor
             self.store.upsert(points)
         failpoint("upsert.after")
         with self.timer.stage("delete"):
@@ -575,6 +576,7 @@ def _sync_locked(
         for doc_ids in ledger.iter_gone(source, report.run_id, complete=complete):
             failpoint("gone.before")
             with timer.stage("delete"):
+                ledger.check_lock(source)
                 store.delete_documents(source, doc_ids)
             failpoint("gone.store_deleted")
             with timer.stage("ledger"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from contextlib import ExitStack
 from typing import Any
 
 import boto3
@@ -28,7 +29,7 @@ from connectors.s3 import S3Connector
 from ragline import parsers
 from ragline.cli import app
 from ragline.config import Settings
-from ragline.errors import SourceBusy, SourceError
+from ragline.errors import LockLost, SourceBusy, SourceError
 from ragline.ledger import Ledger
 from ragline.pipeline import SyncOptions, sync_source
 from stores.edge import EdgeStore
@@ -139,7 +140,7 @@ def test_ledger_sessions_killed_mid_run_leave_a_correct_index(tmp_path, pg_datab
         try:
             sync(connector, store, ledger, embedder, chunker, progress=progress)
         except Exception as exc:  # noqa: BLE001 - the database error itself is the clean outcome here
-            assert type(exc).__module__.startswith("sqlalchemy"), f"unexpected {exc!r}"
+            assert isinstance(exc, LockLost) or type(exc).__module__.startswith("sqlalchemy"), f"unexpected {exc!r}"
         assert killed and killed[0] >= 1, "no session was terminated: the outage did not happen"
         assert_consistent(store, ledger, "docs")
         again = sync(connector, store, ledger, embedder, chunker)
@@ -151,33 +152,43 @@ def test_ledger_sessions_killed_mid_run_leave_a_correct_index(tmp_path, pg_datab
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason=(
-    "ragline/ledger.py Ledger.source_lock: the PostgreSQL advisory lock lives on one session; when that session "
-    "is terminated the lock is gone but the run goes on unaware, so a second run of the source can start and "
-    "both write (and the first one then fails at pg_advisory_unlock although it finished)."))
-def test_a_run_whose_lock_session_dies_does_not_let_a_second_run_in(tmp_path, pg_database, embedder, chunker):
+def test_a_run_whose_lock_session_dies_stops_before_writing_beside_the_run_that_took_the_lock(
+    tmp_path, pg_database, embedder, chunker
+):
+    """The PostgreSQL lock lives on one session. Here that session is terminated mid-run and a second
+    run takes the lock at once (it can: the lock died with the session). The first run must then write
+    nothing more, neither ledger rows nor points (it stops with LockLost at its next write, and does not
+    fail again releasing a lock that is gone); after the second run, the index completes."""
     folder = tmp_path / "docs"
-    write_corpus(folder, DOCS)
+    names = set(write_corpus(folder, DOCS))
     ledger, store = Ledger(pg_database.url), EdgeStore(path=tmp_path / "qdrant")
     other = Ledger(pg_database.url)
-    outcome: dict[str, Any] = {}
+    second_run = ExitStack()
+    when_taken: dict[str, Any] = {}
 
-    def second_run_tries_the_lock() -> None:
+    def session_dies_and_a_second_run_takes_the_lock() -> None:
         pg_database.drop_connections()
-        try:
-            with other.source_lock("docs"):
-                outcome["second"] = "got the lock while the first run was still writing"
-        except SourceBusy:
-            outcome["second"] = "busy"
+        second_run.enter_context(other.source_lock("docs"))  # SourceBusy here would mean the lock outlived its session
+        when_taken["rows"] = {(d.doc_id, d.status, d.updated_at) for d in other.documents("docs")}
+        when_taken["points"] = dict(store.iter_points())
 
     try:
         connector = LocalFolderConnector(folder, name="docs", accept=parsers.is_supported)
-        try:
-            sync(connector, store, ledger, embedder, chunker, progress=AfterDocuments(FAIL_AFTER, second_run_tries_the_lock))
-        except Exception as exc:  # noqa: BLE001
-            outcome["first"] = repr(exc)
-        assert outcome["second"] == "busy", outcome
+        with pytest.raises(LockLost, match="lost its lock"):
+            sync(connector, store, ledger, embedder, chunker,
+                 progress=AfterDocuments(FAIL_AFTER, session_dies_and_a_second_run_takes_the_lock))
+        assert len(when_taken["rows"]) >= FAIL_AFTER
+        assert {(d.doc_id, d.status, d.updated_at) for d in other.documents("docs")} == when_taken["rows"]
+        assert dict(store.iter_points()) == when_taken["points"]
+        assert_consistent(store, ledger, "docs")
+        with pytest.raises(SourceBusy):  # the second run still holds it
+            sync(connector, store, ledger, embedder, chunker)
+        second_run.close()
+        again = sync(connector, store, ledger, embedder, chunker)
+        assert again.status == "ok"
+        assert_complete(store, ledger, "docs", names)
     finally:
+        second_run.close()
         other.close()
         store.close()
         ledger.close()

@@ -113,6 +113,34 @@ def test_a_store_failure_mid_run_is_reported_and_exits_3(folder, tmp_path, monke
     assert resumed["runs"][0]["added"] == 2
 
 
+def test_a_run_stopped_at_its_second_source_still_reports_the_first(folder, tmp_path):
+    """Syncing every known source, the second one's store write fails: exit 3, and the first source's
+    finished report is printed with the error, not swallowed by it."""
+    from ragline import failpoints
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "wifi.md").write_text("The guest wifi password is printed at reception.")
+    data = str(tmp_path / "data")
+    assert run("ingest", str(folder), "--data-dir", data, "--json").exit_code == 0
+    assert run("ingest", str(notes), "--data-dir", data, "--json").exit_code == 0
+    (folder / "leave.md").write_text("# Leave\n\nEmployees get 27 days of annual leave each year.")
+    (notes / "wifi.md").write_text("The guest wifi password changes every Monday.")
+
+    failpoints.arm("upsert.before:2:raise")  # the first source's batch passes, the second's fails
+    try:
+        stopped = run("ingest", "--data-dir", data, "--json")
+        failpoints.arm("upsert.before:1:raise")  # the first source is unchanged now; the second fails again
+        human = run("ingest", "--data-dir", data)
+    finally:
+        failpoints.arm(None)
+    assert stopped.exit_code == 3, stopped.output
+    answer = json.loads(stopped.stdout)
+    assert "FailpointError" in answer["error"] and "next run resumes" in answer["error"]
+    assert [(r["source"], r["updated"]) for r in answer["runs"]] == [("handbook", 1)]
+    assert human.exit_code == 3 and "handbook" in human.stdout and "error:" in human.stderr
+
+
 def test_backfill_by_window_or_in_full(folder, tmp_path):
     data = str(tmp_path / "d")
     assert run("ingest", str(folder), "--data-dir", data).exit_code == 0
