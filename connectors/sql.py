@@ -149,6 +149,21 @@ def _is_deleted(value: Any) -> bool:
     return bool(value)
 
 
+
+def _modified_at(stamp: object) -> datetime | None:
+    """An updated_at value as an aware datetime, for backfill windows. Drivers without a datetime
+    type (SQLite) hand the column back as ISO text; a date counts from its midnight; naive is UTC."""
+    if isinstance(stamp, str):
+        try:
+            stamp = datetime.fromisoformat(stamp.strip())
+        except ValueError:
+            return None
+    if isinstance(stamp, date) and not isinstance(stamp, datetime):
+        stamp = datetime.combine(stamp, time())
+    if not isinstance(stamp, datetime):
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
 class SqlConnector:
     kind = "sql"
 
@@ -487,12 +502,7 @@ class SqlConnector:
                                     if not isinstance(stamp, str)
                                     else stamp
                                 )
-                                if isinstance(stamp, datetime):
-                                    modified_at = (
-                                        stamp
-                                        if stamp.tzinfo
-                                        else stamp.replace(tzinfo=UTC)
-                                    )
+                                modified_at = _modified_at(stamp)
                             fingerprint = f"u:{version}:{self._config_digest}"
                         else:
                             digest = hashlib.sha256()

@@ -640,3 +640,32 @@ def test_fetch_throughput_500_rows(backend, big_table):
     print(
         f"\n[{backend.kind}] fetch: {500 / seconds:,.0f} rows/s ({seconds:.2f}s for 500)"
     )
+
+
+def test_updated_at_stored_as_text_still_dates_each_row(tmp_path):
+    """SQLite has no datetime type: the column comes back as the text it holds. Listing parses ISO
+    stamps (naive ones as UTC, a date as its midnight) so backfill windows see the rows; text that is
+    no date leaves the row undated and is still listed."""
+    url = f"sqlite:///{tmp_path / 'notes.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT, updated_at TEXT)"))
+        conn.execute(sa.text("INSERT INTO notes VALUES (:id, 'x', :stamp)"), [
+            {"id": 1, "stamp": "2026-03-01 10:00:00.000000"},
+            {"id": 2, "stamp": "2026-03-01T10:00:00+02:00"},
+            {"id": 3, "stamp": "2026-03-01"},
+            {"id": 4, "stamp": "last tuesday"},
+        ])
+    engine.dispose()
+    connector = SqlConnector("notes", url=url, table="notes", id_columns=["id"], text_template="{body}",
+                             updated_at_column="updated_at")
+    try:
+        dated = {ref.doc_id: ref.modified_at for ref in connector.list()}
+    finally:
+        connector.close()
+    assert dated == {
+        "1": datetime(2026, 3, 1, 10, tzinfo=UTC),
+        "2": datetime(2026, 3, 1, 8, tzinfo=UTC),
+        "3": datetime(2026, 3, 1, tzinfo=UTC),
+        "4": None,
+    }

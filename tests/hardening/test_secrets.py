@@ -2,7 +2,8 @@
 made to fail on purpose against hostile servers that echo back whatever they are sent, and then
 everything ragline wrote is searched for the secrets: stdout and stderr of `ragline` processes, log
 records (our own loggers down to DEBUG, everyone's from INFO), every table of the ledger (run reports,
-errors, sources, the audit trail), and the query API's answers.
+errors, sources, the audit trail), the query API's answers, and what the Prefect flows publish
+(artifacts, flow logs, run states).
 
 Also here: the SQL connector binds every runtime value (hostile doc ids, cursors, window dates) and
 builds no SQL text from runtime values (a static check of connectors/sql.py).
@@ -32,7 +33,7 @@ from embedders.sentence_transformer import bundled_model_path
 from ragline import parsers
 from ragline.cli import app
 from ragline.config import Settings
-from ragline.errors import FetchError, SourceError
+from ragline.errors import FetchError, RaglineError, SourceError
 from ragline.ledger import Ledger
 from ragline.pipeline import SyncOptions, sync_source
 from ragline.types import DocRef
@@ -294,6 +295,42 @@ def test_logs_and_query_api_leak_no_secret(workspace, echo, pg_with_password, ca
     evidence.assert_clean()
 
 
+@pytest.mark.prefect
+def test_prefect_flow_runs_leak_no_secret(workspace, echo, pg_with_password, prefect_harness, monkeypatch):
+    """The sync flow over the CRM and S3 sources (both refused by the echo server, which echoes the
+    credentials back), with the ledger's password in its URL. Each stopped source publishes an artifact
+    saying why; then every artifact, log line and flow/task-run state the Prefect API holds is searched."""
+    from prefect.client.orchestration import get_client
+    from prefect.logging.handlers import APILogWorker
+
+    from flows.sync import sync
+
+    for name, value in workspace["env"].items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(workspace["root"])
+    with pytest.raises(RaglineError, match="2 of 2 sources stopped"):
+        sync(config=str(workspace["config"]), data_dir=str(workspace["root"] / "flow-data"))
+    APILogWorker.drain_all(timeout=30)  # the flow's log lines reach the API in the background
+
+    evidence = Evidence()
+    with get_client(sync_client=True) as client:
+        artifacts = {a.key: a for a in client.read_artifacts()}
+        logs = client.read_logs()
+        for kind, runs in (("flow runs", client.read_flow_runs()), ("task runs", client.read_task_runs())):
+            evidence.add(kind, "\n".join(run.model_dump_json() for run in runs))
+    evidence.add("artifacts", "\n".join(a.model_dump_json() for a in artifacts.values()))
+    evidence.add("flow logs", "\n".join(log.message for log in logs))
+
+    for source, reason in (("crm", "token rejected (401)"), ("contracts", "refused the credentials (HTTP 401")):
+        artifact = artifacts.get(f"ragline-sync-{source}")
+        assert artifact is not None and reason in str(artifact.data), f"{source}: {artifact}"
+    assert any("stopped" in log.message for log in logs), "the flow logged no failure: the log check proves nothing"
+    sent = json.dumps(echo.requests)
+    for name in ("CRM token", "S3 access key id"):
+        assert SECRETS[name] in sent, f"the {name} never reached the server: the test proves nothing for it"
+    evidence.assert_clean()
+
+
 # -- the SQL connector binds values ---------------------------------------------------------------------
 
 HOSTILE = [
@@ -420,10 +457,7 @@ def test_sql_connector_builds_no_sql_text_from_runtime_values():
 
 
 @pytest.mark.parametrize("backend", [
-    pytest.param("sqlite", marks=pytest.mark.xfail(strict=True, reason=(
-        "connectors/sql.py SqlConnector._list: the source table is built with untyped sa.column()s, so SQLite "
-        "hands updated_at back as text; modified_at stays None and every row falls outside every backfill "
-        "window (ragline backfill --since selects nothing, silently). Parse ISO text stamps into modified_at."))),
+    "sqlite",
     "postgresql",
 ])
 def test_sql_window_backfill_with_hostile_ids_deletes_nothing(tmp_path, embedder, chunker, backend):
