@@ -2,7 +2,9 @@
 
 One task per source, tagged `source:NAME` (a Prefect tag concurrency limit of 1 queues a second
 run of a source; the ledger's per-source lock guarantees it either way). Each run publishes its
-report as a table artifact. Prefect stays in this package; the tasks call ragline's functions.
+report as a table artifact. A source that fails (after its retries) does not stop the others: its
+artifact says why, and the flow run fails at the end. Prefect stays in this package; the tasks call
+ragline's functions.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ enforce_offline()
 
 from ragline.components import connectors_for, open_components  # noqa: E402
 from ragline.config import Settings  # noqa: E402
-from ragline.errors import RaglineError  # noqa: E402
+from ragline.errors import RaglineError, first_line  # noqa: E402
 from ragline.pipeline import SyncOptions, sync_source  # noqa: E402
 
 
@@ -101,11 +103,23 @@ def _run(flow_name: str, names: list[str], folder: str | None, config: str | Non
          options: dict[str, Any], dask_address: str | None = None, dask_batch_docs: int = 32) -> list[dict[str, Any]]:
     logger = get_run_logger()
     reports = []
+    failures: list[tuple[str, BaseException]] = []
     for name in names:
-        report = sync_source_task.with_options(tags=[f"source:{name}"])(name, folder, config, data_dir, options,
-                                                                       dask_address, dask_batch_docs)
+        key = f"ragline-{flow_name}-" + re.sub(r"[^a-z0-9-]+", "-", name.lower())
+        state = sync_source_task.with_options(tags=[f"source:{name}"])(
+            name, folder, config, data_dir, options, dask_address, dask_batch_docs, return_state=True
+        )
+        outcome = state.result(raise_on_failure=False)
+        if isinstance(outcome, BaseException):  # the next source still runs; this one's artifact says why
+            message = f"{type(outcome).__name__}: {first_line(outcome)}"
+            create_table_artifact(key=key, table=[{"what": "error", "count": message}],
+                                  description=f"ragline {flow_name} of {name}: stopped")
+            logger.error("%s: stopped: %s", name, message)
+            failures.append((name, outcome))
+            continue
+        report = outcome
         create_table_artifact(
-            key=f"ragline-{flow_name}-" + re.sub(r"[^a-z0-9-]+", "-", name.lower()),
+            key=key,
             table=report_table(report),
             description=f"ragline {flow_name} run {report['run_id']} of {name}: {report['status']}",
         )
@@ -115,6 +129,11 @@ def _run(flow_name: str, names: list[str], folder: str | None, config: str | Non
             report["seconds"],
         )
         reports.append(report)
+    if len(failures) == 1:
+        raise failures[0][1]
+    if failures:
+        raise RaglineError(f"{len(failures)} of {len(names)} sources stopped: "
+                           + "; ".join(f"{name}: {first_line(exc)}" for name, exc in failures))
     return reports
 
 

@@ -103,3 +103,13 @@ def moto_endpoint():
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect test harness (a local API server) for the whole session, started by the first test
+    that asks for it: the flow tests and the secrets check of what flows publish."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

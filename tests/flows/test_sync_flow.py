@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytestmark = [pytest.mark.prefect, pytest.mark.model]
@@ -37,6 +39,32 @@ def test_sync_and_backfill_flows_publish_reports(prefect_harness, tmp_path):
         assert store.count({"source": "wiki"}) == 2
     finally:
         store.close()
+
+
+def test_a_source_that_stops_does_not_keep_the_next_one_from_syncing(prefect_harness, tmp_path):
+    """Every known source in one flow run: the first refuses a mass deletion, the second still syncs;
+    each publishes its artifact, and the flow run fails with the first one's error."""
+    from prefect.artifacts import Artifact
+
+    from flows.sync import sync
+    from ragline.errors import MassDeleteRefused
+
+    data = str(tmp_path / "data")
+    archive, manuals = tmp_path / "archive", tmp_path / "manuals"
+    for folder, topic in ((archive, "archived memo"), (manuals, "boot manual")):
+        folder.mkdir()
+        for i in range(4):
+            (folder / f"{i}.md").write_text(f"# {topic} {i}\n\nThis {topic} number {i} covers the winter season.")
+        sync(folder=str(folder), data_dir=data)
+    for i in range(3):
+        (archive / f"{i}.md").unlink()  # 75% gone: refused
+    (manuals / "0.md").write_text("# boot manual 0\n\nResole the boots every second winter.")
+
+    with pytest.raises(MassDeleteRefused):
+        sync(data_dir=data)
+    stopped, synced = Artifact.get("ragline-sync-archive"), Artifact.get("ragline-sync-manuals")
+    assert "MassDeleteRefused" in str(stopped.data)
+    assert {"what": "updated", "count": 1} in json.loads(synced.data)
 
 
 def test_only_outages_are_retried(prefect_harness):
