@@ -4,7 +4,7 @@
     POST /v1/ask      an answer with citations                         (API key)
     GET  /healthz     the process is up                                (open)
     GET  /readyz      store, model and cache reachable                 (open)
-    GET  /metrics     Prometheus metrics                               (open: scrape from inside the network)
+    GET  /metrics     Prometheus metrics                               (API key: key ids, models, costs)
 
 Status codes: 401 no or unknown key; 403 a scoped key asking for other sources; 411 a POST without
 Content-Length (a chunked body could be of any size); 413 body too large;
@@ -211,8 +211,8 @@ def create_app(service: QueryService, *, environ: dict[str, str] | None = None) 
         status = "ready" if essential_ok and checks["cache"]["ok"] else "degraded" if essential_ok else "unavailable"
         return JSONResponse({"status": status, "checks": checks}, status_code=200 if essential_ok else 503)
 
-    @app.get("/metrics", summary="Prometheus metrics")
-    def metrics_route() -> PlainTextResponse:
+    @app.get("/metrics", summary="Prometheus metrics (needs a key: scrape with a bearer token)")
+    def metrics_route(_who: Caller = Depends(caller)) -> PlainTextResponse:  # key ids, models and costs are not public
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -46,14 +46,17 @@ def test_every_query_route_needs_a_valid_key(client, headers):
         assert "API key" in response.json()["error"]
 
 
-def test_health_and_metrics_need_no_key(client):
+def test_health_needs_no_key_and_metrics_does(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
     assert ready.json()["checks"]["model"]["name"] == "all-MiniLM-L6-v2"
-    assert client.get("/metrics").status_code == 200
-    assert "/openapi.json" and "/v1/ask" in client.get("/openapi.json").json()["paths"]
+    for headers in ({}, {"Authorization": "Bearer wrong-key"}):
+        assert client.get("/metrics", headers=headers).status_code == 401
+    scraped = client.get("/metrics", headers=auth())
+    assert scraped.status_code == 200 and "ragline_http_requests_total" in scraped.text
+    assert {"/v1/search", "/v1/ask", "/metrics"} <= set(client.get("/openapi.json").json()["paths"])
 
 
 @pytest.mark.parametrize(
@@ -197,7 +200,7 @@ def test_in_process_cache_hits_and_metrics_count_them(client):
     second = client.post("/v1/search", json={**question, "query": "  Laptop DISK encryption? "}, headers=auth()).json()
     assert first["cached"] is False and second["cached"] is True
     assert second["results"] == first["results"]
-    metrics = client.get("/metrics").text
+    metrics = client.get("/metrics", headers=auth()).text
     assert 'ragline_cache_requests_total{result="hit",route="search"} 1.0' in metrics
     assert 'ragline_http_requests_total{method="POST",route="/v1/search",status="200"} 2.0' in metrics
     assert "ragline_retrieval_seconds_count 1.0" in metrics

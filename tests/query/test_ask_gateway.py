@@ -84,7 +84,7 @@ def test_answer_reports_model_usage_cost_and_caches(stack, servers):
     with stack.client(config) as c:
         first = ask(c)
         second = ask(c, "  how many days of ANNUAL leave do employees get ")
-        metrics = c.get("/metrics").text
+        metrics = c.get("/metrics", headers=auth()).text
     usage = first["usage"]
     assert usage["cost"] == pytest.approx(usage["input_tokens"] / 1000 + 2 * usage["output_tokens"] / 1000)
     assert first["cached"] is False and second["cached"] is True
@@ -100,7 +100,7 @@ def test_fallback_retries_and_circuit_breaker(stack, servers):
                                                 provider("healthy", healthy, external=False)]}
     with stack.client(config) as c:
         answers = [ask(c, f"{LEAVE} ({i})") for i in range(5)]
-        metrics = c.get("/metrics").text
+        metrics = c.get("/metrics", headers=auth()).text
     assert {a["provider"] for a in answers} == {"healthy"}
     # 3 failed calls open the breaker (2 attempts each); afterwards the dead provider is not called at all
     assert dead.count("/chat/completions") == 3 * 2
