@@ -23,14 +23,12 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import psutil
+from peak_memory import MIB, PeakMemory
 
 REPO = Path(__file__).resolve().parent.parent
-MIB = 1024 * 1024
 
 
 def ingest_with_sampling(corpus: Path, data: Path, env: dict[str, str], progress: Path | None = None) -> dict:
@@ -39,36 +37,17 @@ def ingest_with_sampling(corpus: Path, data: Path, env: dict[str, str], progress
             "--data-dir", str(data), "--json"]
     started = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = {"rss": 0, "private": 0}
-    done = threading.Event()
+    last_note = [0.0]
 
-    def sample() -> None:
-        process = psutil.Process(proc.pid)
-        last_note = 0.0
-        while not done.is_set():
-            try:
-                infos = [process.memory_info()]
-            except psutil.Error:
-                return
-            for child in process.children(recursive=True):  # the parse worker (ragline.isolation)
-                try:
-                    infos.append(child.memory_info())
-                except psutil.Error:
-                    pass
-            peak["rss"] = max(peak["rss"], sum(i.rss for i in infos))
-            peak["private"] = max(peak["private"], sum(i.rss - i.shared for i in infos))
-            if progress is not None and time.monotonic() - last_note > 10:  # readable while a long run goes on
-                last_note = time.monotonic()
-                progress.write_text(json.dumps({"corpus": str(corpus), "seconds": round(time.perf_counter() - started),
-                                                "peak_rss_mib": round(peak["rss"] / MIB),
-                                                "peak_private_mib": round(peak["private"] / MIB)}))
-            time.sleep(0.2)
+    def note(peak: PeakMemory) -> None:  # readable while a long run goes on
+        if progress is not None and time.monotonic() - last_note[0] > 10:
+            last_note[0] = time.monotonic()
+            progress.write_text(json.dumps({"corpus": str(corpus), "seconds": round(time.perf_counter() - started),
+                                            "peak_rss_mib": round(peak.rss / MIB),
+                                            "peak_private_mib": round(peak.private / MIB)}))
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    stdout, stderr = proc.communicate()
-    done.set()
-    sampler.join()
+    with PeakMemory(proc.pid, on_sample=note) as peak:  # the ingest and its parse worker (ragline.isolation)
+        stdout, stderr = proc.communicate()
     wall = time.perf_counter() - started
     if proc.returncode not in (0, 1):
         sys.exit(f"ragline ingest {corpus} failed ({proc.returncode}):\n{stderr[-3000:]}")
@@ -78,8 +57,8 @@ def ingest_with_sampling(corpus: Path, data: Path, env: dict[str, str], progress
         "documents": report["added"] + report["failed"],
         "chunks": report["chunks_embedded"],
         "wall_seconds": round(wall, 1),
-        "peak_rss_mib": round(peak["rss"] / MIB),
-        "peak_private_mib": round(peak["private"] / MIB),
+        "peak_rss_mib": round(peak.rss / MIB),
+        "peak_private_mib": round(peak.private / MIB),
         "stage_seconds": report["timings"],
     }
 

@@ -9,7 +9,7 @@ pipeline does, with the store's memory handling on and off.
   off: neither (Edge as it comes): every touched page of the segment files stays in RSS, and one
        index build at the end reads the whole collection at once.
 
-Each mode runs in its own process; a sampler outside it reads /proc/<pid>/smaps_rollup every 0.2 s
+Each mode runs in its own process; a sampler outside it (peak_memory.py) reads its RSS every 0.2 s
 (the writer's own threads cannot: Edge holds the GIL while it optimizes). Prints JSON: per mode, peak
 RSS, points/s (writes and index builds) and search ms (200 queries, k=10) on what was built.
 """
@@ -24,20 +24,13 @@ import string
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 
-MIB = 1024 * 1024
+from peak_memory import MIB, PeakMemory
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Rss:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def write_points(folder: Path, points: int, mode: str) -> dict:
@@ -84,27 +77,12 @@ def measure(points: int, mode: str) -> dict:
     folder = Path(tempfile.mkdtemp(prefix=f"store-memory-{mode}-"))
     argv = [sys.executable, __file__, "--child", mode, "--points", str(points), "--folder", str(folder)]
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0.0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            try:
-                peak = max(peak, _rss_mib(proc.pid))
-            except OSError:
-                return
-            time.sleep(0.2)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    stdout, stderr = proc.communicate()
-    done.set()
-    sampler.join()
+    with PeakMemory(proc.pid) as peak:
+        stdout, stderr = proc.communicate()
     shutil.rmtree(folder, ignore_errors=True)
     if proc.returncode != 0:
         sys.exit(f"{mode} failed:\n{stderr[-3000:]}")
-    return {"mode": mode, "points": points, "peak_rss_mib": round(peak), **json.loads(stdout)}
+    return {"mode": mode, "points": points, "peak_rss_mib": round(peak.rss / MIB), **json.loads(stdout)}
 
 
 def main() -> None:

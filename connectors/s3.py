@@ -76,6 +76,13 @@ def _error_of(exc: ClientError) -> tuple[str, int | None, str]:
     return code, status, str(error.get("Message") or "").strip()
 
 
+def _answer(code: str, status: int | None, message: str = "") -> str:
+    """What the server answered, for a message: "SlowDown (HTTP 503)", or "HTTP 401 Unauthorized"
+    when the body carried no S3 error code (botocore then uses the status as the code)."""
+    said = f"HTTP {status}" if code == str(status) else f"{code} (HTTP {status})"
+    return f"{said} {message}".rstrip()
+
+
 class S3Connector:
     kind = "s3"
 
@@ -213,10 +220,13 @@ class S3Connector:
             if code in _DENIED or status == 403:
                 return (f"access denied {doing} bucket {bucket!r} at {endpoint} ({code}): the credentials need "
                         f"s3:ListBucket on arn:aws:s3:::{bucket} and s3:GetObject on its objects")
+            if status == 401:  # not AWS's way (it answers 403), but S3-compatible servers and proxies do
+                return (f"{endpoint} refused the credentials ({_answer(code, status, message)}): check the "
+                        "access key and secret configured for this source")
             if code in _THROTTLED or (status is not None and status >= 500):
-                return (f"{endpoint} still answered {code} (HTTP {status}) after {self.max_attempts} attempts "
+                return (f"{endpoint} still answered {_answer(code, status)} after {self.max_attempts} attempts "
                         f"while {doing}: the server is throttling or unavailable; try again later")
-            return f"{doing} bucket {bucket!r} at {endpoint} failed: {code} (HTTP {status}) {message}".rstrip()
+            return f"{doing} bucket {bucket!r} at {endpoint} failed: {_answer(code, status, message)}"
         if isinstance(exc, NoCredentialsError | PartialCredentialsError):
             return ("no usable AWS credentials: set the source's access key settings or configure the AWS "
                     "credential chain (environment, ~/.aws, instance role)")
@@ -292,6 +302,6 @@ class S3Connector:
                 ref.doc_id, f"access denied reading s3://{self.bucket}/{key}: the credentials need s3:GetObject on it"
             ) from None
         if code in ("InvalidRange", "PreconditionFailed", "InvalidRequest") or status in (400, 412, 416):
-            raise FetchError(ref.doc_id, f"cannot read the object: {code} (HTTP {status}) {message}".rstrip()) from None
+            raise FetchError(ref.doc_id, f"cannot read the object: {_answer(code, status, message)}") from None
         # Bad credentials, bucket gone, throttling or 5xx after every retry: the source, not this object.
         raise SourceError(self.name, self._source_reason(exc, f"fetching {key!r} from")) from None

@@ -194,7 +194,8 @@ def _decode_text(filename: str, data: bytes) -> str:
     sample = text[:8192]
     controls = sum(1 for ch in sample if (ch < " " and ch not in _ALLOWED_CONTROLS) or ch == "\x7f")
     if sample and controls / len(sample) > 0.05:
-        raise ParseError(filename, "binary data, not text")
+        # UTF-16 of non-Latin text without a byte-order mark has no NUL pattern to tell it by
+        raise ParseError(filename, "binary data, not text (if it is UTF-16 text, save it with a byte-order mark)")
     return text
 
 
