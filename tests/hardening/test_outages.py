@@ -40,6 +40,7 @@ from tests.support.outages import (
     assert_complete,
     assert_consistent,
     closed_port,
+    points_by_doc,
     PostgresDatabase,
     document_text,
     write_corpus,
@@ -403,6 +404,47 @@ def test_crm_timing_out_mid_run_keeps_the_cursor_and_the_next_run_completes(tmp_
 
 
 # -- Qdrant --------------------------------------------------------------------------------------
+
+
+def test_the_store_failing_part_way_through_a_write_exits_3_and_the_next_run_completes(tmp_path, monkeypatch):
+    """The vector store fails in the middle of a batch, after part of it is written (a failpoint in the
+    real store's write loop, batches made small so every write has several parts): exit 3 naming the
+    store, the ledger claims none of the half-written documents, and the next run leaves the full index."""
+    import stores.edge as edge_store
+    from ragline import failpoints
+
+    folder = tmp_path / "handbook"
+    names = set(write_corpus(folder, DOCS))
+    data = tmp_path / "data"
+    env = {"RAGLINE_FLUSH_CHUNKS": "4"}
+    monkeypatch.setattr(edge_store, "UPSERT_BATCH", 2)
+    failpoints.arm("upsert.inside:3:raise")
+    try:
+        failed = cli("ingest", str(folder), "--data-dir", str(data), "--json", env=env)
+    finally:
+        failpoints.arm(None)
+    assert failed.exit_code == 3, failed.output
+    message = json.loads(failed.stdout)["error"]
+    assert "ingest stopped:" in message and "failed: FailpointError" in message, message
+    assert str(Settings(data_dir=data).qdrant_path) in message, "the message does not say which store failed"
+
+    ledger, store = Ledger(Settings(data_dir=data).resolved_ledger_url), EdgeStore(path=Settings(data_dir=data).qdrant_path)
+    try:
+        indexed = {d for d, doc in assert_consistent(store, ledger, "handbook").items() if doc.status == "indexed"}
+        assert 0 < len(indexed) < DOCS, "the failure did not land in the middle of the run"
+        assert set(points_by_doc(store, "handbook")) - indexed, "no batch was half written: the test proves little"
+    finally:
+        store.close()
+        ledger.close()
+
+    resumed = cli("ingest", str(folder), "--data-dir", str(data), "--json", env=env)
+    assert resumed.exit_code == 0, resumed.output
+    ledger, store = Ledger(Settings(data_dir=data).resolved_ledger_url), EdgeStore(path=Settings(data_dir=data).qdrant_path)
+    try:
+        assert_complete(store, ledger, "handbook", names)
+    finally:
+        store.close()
+        ledger.close()
 
 
 def test_qdrant_unreachable_fails_clearly_and_changes_nothing(tmp_path):
