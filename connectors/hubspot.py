@@ -142,6 +142,7 @@ class HubSpotConnector:
         search_ceiling: int = SEARCH_CEILING,
         search_requests_per_second: float | None = 4.0,
         clock: Callable[[], datetime] = _utc_now,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ):
         unknown = [o for o in objects if o not in OBJECTS]
         if unknown:
@@ -171,7 +172,7 @@ class HubSpotConnector:
             retry=RetryPolicy(max_attempts=max_attempts, backoff=backoff, max_retry_time=max_retry_time),
             client=client,
             secret=token,
-            max_response_bytes=MAX_RESPONSE_BYTES,
+            max_response_bytes=max_response_bytes,
         )
         self.skipped: list[tuple[str, str]] = []  # (doc_id or "?", reason) of records listing passed over
 

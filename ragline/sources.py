@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from connectors.http import MAX_RESPONSE_BYTES
 from ragline import parsers
 from ragline.errors import ConfigError
 from ragline.types import Connector
@@ -99,6 +100,7 @@ class HubSpotSource(_Source):
     page_size: int = Field(default=100, ge=1, le=100)
     requests_per_second: float = Field(default=10.0, gt=0)
     timeout: float = Field(default=30.0, gt=0)
+    max_response_bytes: int = Field(default=MAX_RESPONSE_BYTES, ge=1)
 
 
 class RestSource(_Source):
@@ -124,6 +126,7 @@ class RestSource(_Source):
     page_size: int = Field(default=100, ge=1)
     requests_per_second: float = Field(default=10.0, gt=0)
     timeout: float = Field(default=30.0, gt=0)
+    max_response_bytes: int = Field(default=MAX_RESPONSE_BYTES, ge=1)
 
 
 SourceConfig = Annotated[LocalSource | S3Source | SqlSource | HubSpotSource | RestSource, Field(discriminator="kind")]
@@ -225,6 +228,7 @@ def build_connector(name: str, config: SourceConfig, *, accept: Callable[[str], 
             name, base_url=config.base_url, token=token.get_secret_value(),
             objects=config.objects, page_size=config.page_size,
             requests_per_second=config.requests_per_second, timeout=config.timeout,
+            max_response_bytes=config.max_response_bytes,
         )
     if isinstance(config, RestSource):
         token = secret_from_env(name, config.token_env).get_secret_value() if config.token_env else None

@@ -104,3 +104,20 @@ def test_every_kind_builds_its_connector_from_the_example(monkeypatch):
         assert connector.name in built
         assert "pw-4711" not in connector.location and "value-of-" not in connector.location
         getattr(connector, "close", lambda: None)()
+
+
+def test_api_answer_size_limit_is_a_source_setting(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRM_TOKEN", "t")
+    path = write(tmp_path, "sources:\n"
+                 "  crm: {kind: hubspot, base_url: 'http://127.0.0.1:9', token_env: CRM_TOKEN, max_response_bytes: 4096}\n"
+                 "  api: {kind: rest, base_url: 'http://127.0.0.1:9', path: /items}\n")
+    sources = load_sources(path)
+    crm, api = build_connector("crm", sources["crm"]), build_connector("api", sources["api"])
+    try:
+        assert crm.http.max_response_bytes == 4096
+        assert api.http.max_response_bytes == 64 * 1024 * 1024  # the default
+    finally:
+        crm.close()
+        api.close()
+    with pytest.raises(ConfigError, match="max_response_bytes"):
+        load_sources(write(tmp_path, "sources:\n  api: {kind: rest, base_url: 'http://x', path: /i, max_response_bytes: 0}\n"))
