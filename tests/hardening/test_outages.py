@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -72,6 +74,19 @@ def sync(connector, store, ledger, embedder, chunker: TokenChunker, progress=Non
                        options=SyncOptions(flush_chunks=1, **options), progress=progress)
 
 
+@contextmanager
+def index_of(data: Path, ledger_url: str | None = None) -> Iterator[tuple[Ledger, EdgeStore]]:
+    """The ledger and embedded store that CLI runs with `--data-dir DATA` wrote (the ledger at
+    `ledger_url` when the runs were given one)."""
+    settings = Settings(data_dir=data)
+    ledger, store = Ledger(ledger_url or settings.resolved_ledger_url), EdgeStore(path=settings.qdrant_path)
+    try:
+        yield ledger, store
+    finally:
+        store.close()
+        ledger.close()
+
+
 # -- the ledger database ------------------------------------------------------------------------
 
 
@@ -105,25 +120,17 @@ def test_ledger_database_going_away_mid_run_exits_3_and_the_next_run_completes(t
 
     pg_database.come_back()
     monkeypatch.setattr(cli_module._RichProgress, "advance", advance)
-    ledger, store = Ledger(pg_database.url), EdgeStore(path=Settings(data_dir=data).qdrant_path)
-    try:
+    with index_of(data, pg_database.url) as (ledger, store):
         docs = assert_consistent(store, ledger, "handbook")
         indexed = {d for d, doc in docs.items() if doc.status == "indexed"}
         assert len(indexed) == FAIL_AFTER, "documents after the outage were reported as indexed"
-    finally:
-        store.close()
-        ledger.close()
 
     resumed = cli("ingest", str(folder), "--data-dir", str(data), "--json", env=env)
     assert resumed.exit_code == 0, resumed.output
     [report] = json.loads(resumed.stdout)["runs"]
     assert (report["added"], report["unchanged"], report["failed"]) == (DOCS - FAIL_AFTER, FAIL_AFTER, 0)
-    ledger, store = Ledger(pg_database.url), EdgeStore(path=Settings(data_dir=data).qdrant_path)
-    try:
+    with index_of(data, pg_database.url) as (ledger, store):
         assert_complete(store, ledger, "handbook", names)
-    finally:
-        store.close()
-        ledger.close()
 
 
 @pytest.mark.postgres
@@ -428,23 +435,15 @@ def test_the_store_failing_part_way_through_a_write_exits_3_and_the_next_run_com
     assert "ingest stopped:" in message and "failed: FailpointError" in message, message
     assert str(Settings(data_dir=data).qdrant_path) in message, "the message does not say which store failed"
 
-    ledger, store = Ledger(Settings(data_dir=data).resolved_ledger_url), EdgeStore(path=Settings(data_dir=data).qdrant_path)
-    try:
+    with index_of(data) as (ledger, store):
         indexed = {d for d, doc in assert_consistent(store, ledger, "handbook").items() if doc.status == "indexed"}
         assert 0 < len(indexed) < DOCS, "the failure did not land in the middle of the run"
         assert set(points_by_doc(store, "handbook")) - indexed, "no batch was half written: the test proves little"
-    finally:
-        store.close()
-        ledger.close()
 
     resumed = cli("ingest", str(folder), "--data-dir", str(data), "--json", env=env)
     assert resumed.exit_code == 0, resumed.output
-    ledger, store = Ledger(Settings(data_dir=data).resolved_ledger_url), EdgeStore(path=Settings(data_dir=data).qdrant_path)
-    try:
+    with index_of(data) as (ledger, store):
         assert_complete(store, ledger, "handbook", names)
-    finally:
-        store.close()
-        ledger.close()
 
 
 def test_qdrant_unreachable_fails_clearly_and_changes_nothing(tmp_path):
@@ -471,9 +470,5 @@ def test_qdrant_unreachable_fails_clearly_and_changes_nothing(tmp_path):
 
     embedded = cli("ingest", str(folder), "--data-dir", str(data), "--json", env={"QDRANT_URL": "", "QDRANT_API_KEY": ""})
     assert embedded.exit_code == 0, embedded.output
-    ledger, store = Ledger(Settings(data_dir=data).resolved_ledger_url), EdgeStore(path=Settings(data_dir=data).qdrant_path)
-    try:
+    with index_of(data) as (ledger, store):
         assert_complete(store, ledger, "handbook", names)
-    finally:
-        store.close()
-        ledger.close()
