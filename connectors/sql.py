@@ -149,7 +149,6 @@ def _is_deleted(value: Any) -> bool:
     return bool(value)
 
 
-
 def _modified_at(stamp: object) -> datetime | None:
     """An updated_at value as an aware datetime, for backfill windows. Drivers without a datetime
     type (SQLite) hand the column back as ISO text; a date counts from its midnight; naive is UTC."""
@@ -163,6 +162,7 @@ def _modified_at(stamp: object) -> datetime | None:
     if not isinstance(stamp, datetime):
         return None
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
 
 class SqlConnector:
     kind = "sql"

@@ -65,8 +65,9 @@ PARSER_LIBRARIES = ("pypdf", "bs4", "lxml.etree", "docx", "pptx", "pandas", "ope
 
 # Messages on the socket. Parent -> worker: the filename, then the bytes. Worker -> parent:
 # (READY,) once, then per file one of (OK, ParsedDocument), (PARSE_ERROR, name, reason),
-# (OUT_OF_MEMORY,), (FAILED, description).
+# (OUT_OF_MEMORY,), (OUT_OF_MEMORY_LEAVING,) when it cannot go on and exits, (FAILED, description).
 READY, OK, PARSE_ERROR, OUT_OF_MEMORY, FAILED = "ready", "ok", "parse_error", "out_of_memory", "failed"
+OUT_OF_MEMORY_LEAVING = "out_of_memory_leaving"
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -350,6 +351,9 @@ class IsolatedParser:
             exitcode = worker.exitcode()
             self._discard(worker)
             raise ParseError(filename, died_reason(exitcode, self.memory_mb))
+        if reply[0] == OUT_OF_MEMORY_LEAVING:
+            # It is exiting: were it kept, the next file could be sent to it before it is gone.
+            self._discard(worker)
         return self._answer(filename, reply)
 
     def _send_with_retry(self, filename: str, data: bytes) -> _Worker:
@@ -403,7 +407,7 @@ class IsolatedParser:
         kind = reply[0]
         if kind == PARSE_ERROR:
             return ParseError(reply[1], reply[2])
-        if kind == OUT_OF_MEMORY:
+        if kind in (OUT_OF_MEMORY, OUT_OF_MEMORY_LEAVING):
             return ParseError(filename, memory_reason(self.memory_mb))
         if kind == FAILED:
             return ParseError(filename, f"the parser failed on this file: {reply[1]}")
@@ -467,7 +471,7 @@ def worker_main(conn: Connection, *, memory_mb: int | None, parent_pid: int, dea
         except MemoryError:
             # The rest of the file is still in the socket, so this conversation cannot go on: say
             # why and exit; the parent starts a fresh worker for the next file.
-            conn.send((OUT_OF_MEMORY,))
+            conn.send((OUT_OF_MEMORY_LEAVING,))
             return
         reply = _parse_in_worker(filename, data)
         del data
