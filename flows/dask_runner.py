@@ -105,7 +105,7 @@ class ConnectorRecipe:
 _LOCK = threading.Lock()
 _MODELS: dict[ModelRecipe, tuple[Any, Any]] = {}
 _CONNECTORS: dict[ConnectorRecipe, Connector] = {}
-_PARSERS: dict[ModelRecipe, ParseFn] = {}
+_PARSERS: dict[tuple[ModelRecipe, int], ParseFn] = {}  # by recipe and worker thread
 _STATS = {"model_loads": 0, "batches": 0, "documents": 0}
 
 
@@ -130,11 +130,13 @@ def _model(recipe: ModelRecipe) -> tuple[Any, Any]:
 
 
 def _parser(recipe: ModelRecipe) -> ParseFn:
-    """One parse worker per Dask worker process, kept for every batch (the worker stops at exit)."""
+    """One parse worker per Dask worker thread, kept for every batch (stopped at exit): a parse worker
+    takes one file at a time, so threads sharing one would parse in turn."""
+    key = (recipe, threading.get_ident())
     with _LOCK:
-        if recipe not in _PARSERS:
-            _PARSERS[recipe] = build_parser(recipe)
-        return _PARSERS[recipe]
+        if key not in _PARSERS:
+            _PARSERS[key] = build_parser(recipe)
+        return _PARSERS[key]
 
 
 def _connector(recipe: ConnectorRecipe) -> Connector:

@@ -102,3 +102,26 @@ def test_dask_index_matches_single_process(prefect_harness, corpus, cluster, tmp
     assert (again["unchanged"], again["chunks_embedded"], again["failed"]) == (22, 0, 0)  # failing ones included, as in a single-process run
     assert again["still_failing"] == 2
     assert all(s["model_loads"] == 1 for s in client.run(worker_stats).values())
+
+
+def test_each_worker_thread_gets_its_own_parse_worker():
+    """A Dask worker with several threads parses that many files at once: one parse worker per thread,
+    kept across that thread's batches."""
+    import threading
+
+    from flows.dask_runner import ModelRecipe, _parser
+    from ragline.isolation import IsolatedParser
+
+    recipe = ModelRecipe(model_path="unused", model_window=256, embed_batch_size=8, chunk_tokens=250,
+                         overlap_tokens=38, parse_isolation=True, parse_timeout_seconds=30, parse_memory_mb=256)
+    in_thread: list[object] = []
+    thread = threading.Thread(target=lambda: in_thread.extend([_parser(recipe), _parser(recipe)]))
+    thread.start()
+    thread.join()
+    mine = _parser(recipe)
+    try:
+        assert in_thread[0] is in_thread[1] and in_thread[0] is not mine
+        assert isinstance(mine, IsolatedParser) and mine is _parser(recipe)
+    finally:
+        for parser in (mine, in_thread[0]):
+            parser.close()
